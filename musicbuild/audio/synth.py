@@ -1,0 +1,527 @@
+"""Built-in offline ``local`` generator: a tiny deterministic arranger and synthesiser.
+
+Why it exists: people can try musicbuild, CI can run end to end, and editors get a temp
+track, all without a network or an API key.  It is numpy only and vectorised per note:
+each note is rendered once into a small array from band-limited wavetables (cached,
+because loops repeat) and added into the mix, so renders run hundreds of times faster
+than real time.  All randomness comes from ``numpy.random.default_rng`` seeded with
+``seed`` and a sha256 of the words, so identical arguments give identical bytes in any
+process (Python's salted ``hash()`` is never used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["synthesize", "describe"]
+
+_T = 4096  # wavetable length (power of two so phase wraps with a bit mask)
+_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+
+
+def _ws(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_MINOR = _ws("dark sad tense melancholic melancholy horror mysterious mystery sinister ominous "
+             "somber sombre eerie suspense suspenseful tragic gloomy haunting noir scary creepy "
+             "lonely grief villain menacing dystopian epic dramatic cold")
+_MAJOR = _ws("happy bright uplifting calm joyful cheerful sunny playful hopeful triumphant peaceful "
+             "festive fun relaxing warm heroic summer carefree positive sweet whimsical")
+_HIGH = _ws("energetic action battle upbeat intense fast driving dance edm techno chase fight hype "
+            "powerful aggressive party workout boss racing heavy metal punk epic")
+_LOW = _ws("calm ambient relaxing soft slow gentle peaceful chill lofi sleep meditation quiet dreamy "
+           "lullaby minimal tender sad melancholic")
+# style -> (trigger words, (chords, bass, arp, lead, drum kit), energy bias); dict order breaks ties
+_STYLES: dict[str, tuple[frozenset[str], tuple[str | None, ...], float]] = {
+    "orchestral": (_ws("orchestral orchestra string cinematic film epic violin cello symphonic "
+                       "trailer classical fantasy adventure score"),
+                   ("strings", "cello", "pizz", "strings", "orch"), 0.0),
+    "electronic": (_ws("synth electronic edm techno house trance synthwave dubstep cyberpunk "
+                       "electro futuristic club retrowave electronica dance"),
+                   ("pad", "synth_bass", "synth_pluck", "saw", "electronic"), 0.1),
+    "ambient": (_ws("ambient drone meditation atmospheric sleep space ethereal soundscape"),
+                ("pad", "sub", None, "bell", None), -0.2),
+    "rock": (_ws("rock guitar metal punk grunge indie folk acoustic country"),
+             ("pluck", "bass_guitar", None, "guitar_lead", "acoustic"), 0.1),
+    "chiptune": (_ws("chiptune chip 8bit 16bit nes gameboy arcade pixel retro"),
+                 ("square", "triangle", None, "square", "chip"), 0.1),
+    "jazz": (_ws("jazz jazzy swing lounge bossa lofi smooth blues cafe"),
+             ("epiano", "upright", None, "reed", "brush"), -0.05),
+    "piano": (_ws("piano pianist ballad"), ("piano", "piano", None, "piano", "acoustic"), -0.1),
+    "pop": (frozenset(), ("piano", "bass_guitar", None, "pluck", "acoustic"), 0.0),
+}
+_ROLE_IDX = {"chords": 0, "bass": 1, "arp": 2, "lead": 3}
+_OVERRIDES = {**dict.fromkeys(("flute", "woodwind", "clarinet", "oboe", "whistle"), ("lead", "flute")),
+              **dict.fromkeys(("sax", "saxophone"), ("lead", "reed")),
+              **dict.fromkeys(("brass", "horn", "trumpet"), ("lead", "brass")),
+              **dict.fromkeys(("bell", "celesta", "glockenspiel", "musicbox", "chime"), ("arp", "bell")),
+              "harp": ("arp", "harp"), "piano": ("chords", "piano"), "guitar": ("chords", "pluck"),
+              "organ": ("chords", "organ"), "choir": ("chords", "voice:a"), "pad": ("chords", "pad"),
+              "string": ("chords", "strings"), "808": ("bass", "sub"), "sub": ("bass", "sub")}
+
+
+def _saw(n: int, roll: float = 0.0) -> tuple[float, ...]:
+    return tuple(math.exp(-roll * k) / k for k in range(1, n + 1))
+
+
+def _odd(n: int, power: float = 1.0) -> tuple[float, ...]:
+    return tuple(k ** -power if k % 2 else 0.0 for k in range(1, n + 1))
+
+
+@dataclass(frozen=True)
+class _Inst:
+    """A note recipe: harmonic spectra (bright at the attack, relaxing to dull, a cheap
+    filter envelope), an amplitude envelope, stereo detune, vibrato, optional FM and breath."""
+
+    bright: tuple[float, ...]
+    dull: tuple[float, ...] = ()
+    tone_decay: float = 0.0
+    attack: float = 0.01
+    amp_decay: float = 0.0  # 0 = held at full level; else decays towards `sustain`
+    sustain: float = 0.0
+    release: float = 0.08
+    detune: float = 0.0  # cents between the left and right voice
+    vibrato: float = 0.0  # cents
+    fm: tuple[float, float] = (0.0, 0.0)  # (ratio, index) for bells and e-piano
+    noise: float = 0.0
+    gain: float = 1.0
+
+
+_INSTS = {
+    "strings": _Inst(_saw(14, 0.08), attack=0.3, release=0.5, detune=9, vibrato=10, gain=0.45),
+    "cello": _Inst(_saw(12, 0.1), attack=0.12, release=0.3, detune=6, vibrato=8, gain=0.8),
+    "pizz": _Inst(_saw(10, 0.1), (1, 0.2), 0.08, 0.003, 0.25, release=0.05, gain=0.8),
+    "brass": _Inst(_saw(18), _saw(5), 0.5, 0.06, 0.4, 0.8, 0.15, detune=5, vibrato=8, gain=0.55),
+    "piano": _Inst(_saw(16, 0.12), (1, 0.3, 0.1), 0.35, 0.002, 1.1, release=0.2, gain=0.8),
+    "epiano": _Inst((1,), (), 0.6, 0.003, 1.2, release=0.2, fm=(1.0, 1.4), gain=0.7),
+    "bell": _Inst((1,), (), 0.8, 0.002, 1.6, release=0.3, fm=(3.5, 2.0), gain=0.5),
+    "pluck": _Inst(tuple(a * abs(math.sin(math.pi * k * 0.22)) for k, a in enumerate(_saw(20), 1)),
+                   (1, 0.3, 0.1), 0.12, 0.002, 0.8, release=0.08, detune=3, gain=0.7),
+    "harp": _Inst(_saw(8, 0.3), (1, 0.15), 0.25, 0.002, 1.3, release=0.2, gain=0.8),
+    "saw": _Inst(_saw(24), _saw(8, 0.1), 0.3, 0.01, 0.3, 0.75, 0.12, detune=10, vibrato=8, gain=0.4),
+    "guitar_lead": _Inst(_saw(20, 0.05), _saw(10, 0.1), 0.6, 0.005, 0.8, 0.7, 0.1, 4, 18, gain=0.45),
+    "synth_pluck": _Inst(_saw(20), (1, 0.4, 0.1), 0.08, 0.002, 0.22, release=0.06, detune=8, gain=0.6),
+    "pad": _Inst(_saw(16, 0.1), (1, 0.5, 0.25, 0.12, 0.06), 1.5, 0.5, release=0.9, detune=14,
+                 vibrato=4, gain=0.4),
+    "square": _Inst(_odd(15), attack=0.002, amp_decay=0.25, sustain=0.6, release=0.03, gain=0.3),
+    "triangle": _Inst(_odd(9, 2.0), attack=0.002, release=0.02, gain=0.9),
+    "sub": _Inst((1, 0.12), attack=0.005, release=0.06, gain=0.9),
+    "synth_bass": _Inst(_saw(12), (1, 0.35, 0.1), 0.12, 0.003, 0.4, 0.7, 0.05, gain=0.7),
+    "bass_guitar": _Inst(_saw(8, 0.15), (1, 0.3), 0.25, 0.003, 1.2, 0.2, 0.06, gain=0.9),
+    "upright": _Inst((1, 0.5, 0.25, 0.1), (1, 0.2), 0.15, 0.004, 0.7, release=0.08, gain=0.9),
+    "flute": _Inst((1, 0.35, 0.12, 0.05, 0.02), attack=0.07, release=0.12, vibrato=15, noise=0.04),
+    "reed": _Inst((1, 0.7, 0.55, 0.35, 0.3, 0.2, 0.12, 0.08), (1, 0.5, 0.3, 0.15), 0.4, 0.04,
+                  release=0.1, vibrato=12, noise=0.015, gain=0.6),
+    "organ": _Inst((1, 1, 0, 0.5, 0, 0.3, 0, 0.25), attack=0.01, release=0.08, detune=4, gain=0.35),
+    "voice": _Inst((1,), attack=0.06, release=0.15, vibrato=25, noise=0.01, gain=0.6),
+}
+_SUSTAINED = {"strings", "cello", "pad", "organ", "voice", "brass", "reed", "flute", "saw"}
+_VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010),
+           "o": (570, 840, 2410), "u": (300, 870, 2240)}
+_PROGS = {"major": ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 0, 4), (5, 3, 0, 4), (0, 2, 3, 4), (3, 0, 4, 5)),
+          "minor": ((0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 6), (0, 5, 3, 4), (0, 2, 5, 6), (0, 3, 6, 2))}
+_JAZZ_PROGS = ((1, 4, 0, 0), (0, 5, 1, 4), (2, 5, 1, 4), (3, 4, 2, 5))
+_COMP = {0: ((0, 4),), 1: ((0, 1.5), (1.5, 2.5)), 2: ((0, 0.75), (0.75, 0.75), (1.5, 1), (2.5, 0.5), (3, 1))}
+_JAZZ_COMP = (((0, 1), (1.5, 2.5)), ((0, 0.5), (2.5, 1.5)), ((1.5, 1), (3.5, 0.5)), ((0.5, 1), (2, 2)))
+_CELLS = (((4, 4), (2, 2, 4), (6, 2), (3, 1, 4), (2, 6), (8,)),  # rhythm cells in eighths, by energy
+          ((2, 2, 2, 2), (3, 1, 2, 2), (2, 1, 1, 4), (1, 1, 2, 4), (3, 3, 2), (2, 2, 4)),
+          ((1, 1, 2, 1, 1, 2), (2, 1, 1, 2, 2), (1, 1, 1, 1, 2, 2), (3, 3, 2), (1, 1, 2, 2, 2)))
+_K = ("x.......x.......", "x.....x...x.....", "x.x...x.x.x..x..")
+_S = ("........x.......", "....x.......x...", "....x.......x...")
+_H = ("x...x...x...x...", "x.x.x.x.x.x.x.x.", "xxxxxxxxxxxxxxxx")
+# kit -> [(sample, gain, pan, patterns for energy level 0/1/2 in 16ths)]
+_KITS: dict[str, list[tuple[str, float, float, tuple[str, ...]]]] = {
+    "acoustic": [("kick", 1.0, 0.0, _K), ("snare", 0.7, 0.05, _S), ("hat", 0.5, 0.3, _H)],
+    "electronic": [("kick", 1.1, 0.0, ("x.......x.......", "x...x...x...x...", "x...x...x...x...")),
+                   ("snare", 0.7, 0.0, ("................", _S[1], _S[1])),
+                   ("hat", 0.45, 0.3, ("..x...x...x...x.", "..x...x...x...x.", "xx.xxx.xxx.xxx.x")),
+                   ("ohat", 0.35, -0.3, ("................",) * 2 + ("..x...x...x...x.",))],
+    "brush": [("kick", 0.5, 0.0, ("x...............", "x.......x.......", "x.....x...x.....")),
+              ("brush", 0.6, 0.1, (_S[1], _S[1], "....x..x....x.x.")),
+              ("ride", 0.5, -0.3, ("x...x.x.x...x.x.",) * 3), ("hat", 0.35, 0.3, (_S[1],) * 3)],
+    "orch": [("timpani", 1.0, 0.0, ("x...............", "x.......x.......", "x..x..x.x..x..x.")),
+             ("snare", 0.45, 0.1, ("................",) * 2 + ("....x.......x.xx",))],
+    "chip": [("chip_kick", 0.9, 0.0, _K), ("chip_snare", 0.6, 0.0, _S), ("chip_hat", 0.35, 0.2, _H)],
+}
+_ROLES = {"chords": (0.42, 0.0, 0.5), "bass": (0.75, 0.0, 0.0), "arp": (0.3, 0.35, 0.45),
+          "lead": (0.5, -0.12, 0.35), "voice": (0.55, 0.0, 0.4)}  # (gain, pan, reverb send)
+
+
+def _words(prompt: str, tags: Sequence[str]) -> tuple[str, set[str]]:
+    """Lower-cased text and word set; joins '8-bit'/'lo-fi' and adds singulars ('strings')."""
+    text = " ".join([prompt, *tags]).lower()
+    words = set(re.findall(r"[a-z0-9#]+", re.sub(r"[-_ ](?=(bit|fi)\b)", "", text)))
+    return text, words | {w[:-1] for w in words if len(w) > 3 and w.endswith("s")}
+
+
+def _plan(prompt: str, tags: Sequence[str], bpm: float | None) -> dict[str, Any]:
+    """Every musical decision that follows from the words alone (no seed)."""
+    text, words = _words(prompt, tags)
+    digest = hashlib.sha256(repr((prompt.strip().lower(), sorted(t.lower() for t in tags))).encode()).digest()
+    style = max(_STYLES, key=lambda s: len(_STYLES[s][0] & words))
+    if not _STYLES[style][0] & words:
+        style = "pop"
+    roles = list(_STYLES[style][1])
+    for word, (role, inst) in _OVERRIDES.items():
+        if word in words and word not in _STYLES[style][0]:
+            roles[_ROLE_IDX[role]] = inst
+    energy = 0.5 + 0.17 * (len(words & _HIGH) - len(words & _LOW)) + _STYLES[style][2]
+    energy = round(min(1.0, max(0.1, energy)), 2)
+    if style == "orchestral" and energy >= 0.65 and roles[3] == "strings":
+        roles[3] = "brass"
+    if re.search(r"\bno (drums|percussion|beat)", text) or (style in ("piano", "orchestral") and energy < 0.3):
+        roles[4] = None
+    if style == "piano" and energy < 0.6:
+        roles[4] = None
+    score = len(words & _MINOR) - len(words & _MAJOR)
+    mode = "minor" if score > 0 or (score == 0 and digest[0] & 1) else "major"
+    root = digest[1] % 12
+    key = re.search(r"\b(?:in|key of)\s+([a-g])(#|b| sharp| flat)?[ -]?(major|minor)\b", text)
+    if key:
+        root = ("c", "", "d", "", "e", "f", "", "g", "", "a", "", "b").index(key[1])
+        root = (root + (1 if key[2] in ("#", " sharp") else -1 if key[2] else 0)) % 12
+        mode = key[3]
+    tempo = float(bpm) if bpm else float(round(62 + 70 * energy))
+    return {"key": f"{_NAMES[root]} {mode}", "root": _NAMES[root], "mode": mode,
+            "bpm": min(300.0, max(30.0, tempo)), "energy": energy, "style": style,
+            "instruments": dict(zip(("chords", "bass", "arp", "lead", "drums"), roles)),
+            "drums": roles[4] is not None, "swing": style == "jazz" or bool(words & {"swing", "shuffle"}),
+            "sevenths": style == "jazz" or bool(words & {"neosoul", "soul", "rnb"}),
+            "bars_per_chord": 2 if style == "ambient" else 1, "_digest": digest, "_root": root}
+
+
+def describe(prompt: str, tags: Sequence[str] = (), bpm: float | None = None) -> dict[str, Any]:
+    """The musical decisions the local generator makes for these words (no audio rendered)."""
+    return {k: v for k, v in _plan(prompt, tags, bpm).items() if not k.startswith("_")}
+
+
+@lru_cache(maxsize=512)
+def _table(amps: tuple[float, ...]) -> np.ndarray:
+    """One band-limited cycle with the given harmonic amplitudes, peak-normalised."""
+    k = np.arange(1, len(amps) + 1)[:, None]
+    tab = np.asarray(amps) @ np.sin(2 * np.pi * k * np.arange(_T) / _T)
+    return (tab / max(np.abs(tab).max(), 1e-9)).astype(np.float32)
+
+
+def _vowel(vowel: str, f0: float) -> tuple[float, ...]:
+    """Harmonic amplitudes of a sung vowel: a 1/sqrt(k) source shaped by three formants."""
+    fk = np.arange(1, max(2, int(4000 / f0)) + 1) * f0
+    amp = sum(g / (1 + ((fk - f) / (60 + 0.06 * f)) ** 2) for g, f in zip((1, 0.5, 0.25), _VOWELS[vowel]))
+    return tuple(np.round((amp + 0.03) / np.sqrt(fk / f0), 4).tolist())
+
+
+@lru_cache(maxsize=4)
+def _samples(sr: int) -> dict[str, np.ndarray]:
+    """Drum one-shots and a breath-noise bank; fixed seed so they never vary."""
+    rng = np.random.default_rng(20240601)
+    t = {d: np.arange(int(d * sr)) / sr for d in (0.08, 0.3, 0.4, 0.45, 0.8, 1.2, 1.8)}
+    nz = {d: rng.standard_normal(len(v)) for d, v in t.items()}
+    hp = lambda x: np.diff(x, prepend=0.0)  # noqa: E731 - first difference = cheap high-pass
+    tk = t[0.45]
+    kick = np.sin(2 * np.pi * np.cumsum(48 + 110 * np.exp(-tk / 0.035)) / sr) * np.exp(-tk / 0.18)
+    kick[:200] += nz[0.45][:200] * np.exp(-tk[:200] / 0.002) * 0.3
+    ts, tt = t[0.3], t[1.2]
+    snare = 0.5 * np.sin(2 * np.pi * 185 * ts) * np.exp(-ts / 0.045) + 0.45 * hp(nz[0.3]) * np.exp(-ts / 0.1)
+    crush = lambda x, m: np.repeat(np.sign(x[::m]), m)[: len(x)]  # noqa: E731 - 8-bit style noise
+    out = {
+        "kick": kick, "snare": snare,
+        "hat": 0.22 * hp(hp(nz[0.08])) * np.exp(-t[0.08] / 0.018),
+        "ohat": 0.18 * hp(hp(nz[0.4])) * np.exp(-t[0.4] / 0.15),
+        "crash": 0.25 * hp(nz[1.8]) * np.exp(-t[1.8] / 0.6),
+        "ride": (0.12 * hp(nz[0.8]) + 0.06 * (np.sin(2 * np.pi * 3150 * t[0.8]) + np.sin(2 * np.pi * 4720 * t[0.8])))
+        * np.exp(-t[0.8] / 0.35),
+        "brush": 0.25 * (nz[0.3] + np.roll(nz[0.3], 1)) * np.exp(-ts / 0.12),
+        "timpani": (np.sin(2 * np.pi * 62 * tt) + 0.3 * np.sin(2 * np.pi * 95 * tt)) * np.exp(-tt / 0.7),
+        "chip_kick": 0.6 * np.sign(kick) * np.exp(-tk / 0.12),
+        "chip_snare": 0.4 * crush(nz[0.3], 6) * np.exp(-ts / 0.07),
+        "chip_hat": 0.2 * crush(nz[0.08], 2) * np.exp(-t[0.08] / 0.02),
+    }
+    breath = np.convolve(rng.standard_normal(sr * 4), np.ones(6) / 6, "same")
+    return {k: v.astype(np.float32) for k, v in {**out, "breath": breath / np.abs(breath).max()}.items()}
+
+
+def _comb(x: np.ndarray, d: int, g: float) -> np.ndarray:
+    """Damped feedback comb y[n] = x[n] + g*lp(y[n-d]), computed a whole delay-line block at
+    a time (each block depends only on the previous one), so the Python loop runs n/d times."""
+    m = -(-len(x) // d)
+    buf = np.zeros(m * d, np.float32)
+    buf[: len(x)] = x
+    rows = buf.reshape(m, d)
+    for i in range(1, m):
+        prev = rows[i - 1]
+        rows[i, 0] += g * prev[0]
+        rows[i, 1:] += (0.5 * g) * (prev[1:] + prev[:-1])
+    return buf[: len(x)]
+
+
+def _reverb(send: np.ndarray, sr: int, t60: float) -> np.ndarray:
+    """Schroeder-style room: four parallel combs, summed with alternating signs for width."""
+    out = np.zeros((len(send), 2), np.float32)
+    for j, d in enumerate((1557, 1617, 1491, 1422)):
+        d = max(1, int(d * sr / 44100))
+        c = _comb(send, d, 10 ** (-3 * d / (sr * t60)))
+        out[:, 0] += c
+        out[:, 1] += c if j % 2 == 0 else -c
+    return out * 0.2
+
+
+class _Song:
+    """Arranges one track bar by bar and renders notes straight into a stereo buffer."""
+
+    def __init__(self, plan: dict[str, Any], rng: np.random.Generator, n: int, sr: int) -> None:
+        self.p, self.rng, self.n, self.sr = plan, rng, n, sr
+        self.spb = 60.0 / plan["bpm"]
+        self.dry = np.zeros((n, 2), np.float32)
+        self.send = np.zeros(n, np.float32)
+        self.cache: dict[tuple[str, int, int], np.ndarray] = {}
+        self.scale = _SCALES[plan["mode"]]
+        self.tonic = plan["_root"]
+
+    def semis(self, degree: int) -> int:
+        octave, i = divmod(degree, 7)
+        return 12 * octave + self.scale[i]
+
+    def chord(self, degree: int) -> list[int]:
+        """Diatonic triad (or seventh) as semitones above the tonic; minor keys get a major V."""
+        tones = [self.semis(degree + 2 * i) for i in range(4 if self.p["sevenths"] else 3)]
+        if self.p["mode"] == "minor" and degree % 7 == 4:
+            tones[1] += 1
+        return tones
+
+    def note(self, name: str, midi: int, n_on: int) -> np.ndarray:
+        """Render (or fetch) one note as a float32 (samples, 2) array including its release."""
+        key = (name, midi, n_on)
+        if key in self.cache:
+            return self.cache[key]
+        base, _, vowel = name.partition(":")
+        ins, sr = _INSTS[base], self.sr
+        f = 440.0 * 2 ** ((midi - 69) / 12)
+        n = n_on + int(ins.release * sr)
+        t = np.arange(n) / sr
+        env = np.minimum(t / ins.attack, 1.0) * np.clip(1 - (t - n_on / sr) / ins.release, 0, 1)
+        if ins.amp_decay:
+            env *= ins.sustain + (1 - ins.sustain) * np.exp(-t / ins.amp_decay)
+        nh = max(1, int(0.45 * sr / f))
+        tb = _table((_vowel(vowel, f) if vowel else ins.bright)[:nh])
+        td = _table(ins.dull[:nh]) if ins.dull else None
+        fade = np.exp(-t / ins.tone_decay) if ins.tone_decay else 1.0
+        pm = 0.0
+        if ins.vibrato:
+            pm = f * ins.vibrato / 1731 / (2 * np.pi * 5.5) * np.sin(2 * np.pi * 5.5 * t) * np.minimum(t / 0.4, 1)
+        voices = []
+        for cents in (-ins.detune / 2, ins.detune / 2) if ins.detune else (0.0,):
+            ph = f * 2 ** (cents / 1200) * t + pm
+            if ins.fm[1]:
+                w = np.sin(2 * np.pi * ph + ins.fm[1] * min(1.0, 800 / f) * fade * np.sin(2 * np.pi * ins.fm[0] * ph))
+            else:
+                idx = (ph * _T).astype(np.int64) & (_T - 1)
+                w = tb[idx] if td is None else td[idx] + fade * (tb[idx] - td[idx])
+            voices.append(w * env)
+        out = np.stack([voices[0], voices[-1]], axis=1)
+        if ins.noise:
+            out += (ins.noise * env * np.resize(_samples(sr)["breath"], n))[:, None]
+        self.cache[key] = out = (out * ins.gain).astype(np.float32)
+        return out
+
+    def add(self, wave: np.ndarray, sec: float, gain: float, pan: float, send: float) -> None:
+        i = max(0, int(round(sec * self.sr)))
+        w = wave[: max(0, self.n - i)]
+        if not len(w):
+            return
+        a = (pan + 1) * np.pi / 4
+        if w.ndim == 1:
+            w = w[:, None]
+        self.dry[i : i + len(w)] += w * np.array([math.cos(a), math.sin(a)], np.float32) * (gain * 1.41)
+        if send:
+            self.send[i : i + len(w)] += w[:, 0] * (gain * send)
+
+    def play(self, role: str, name: str, beat: float, beats: float, midi: int, vel: float = 1.0) -> None:
+        sec = self.sec(beat) + (0.0 if name in _SUSTAINED else float(self.rng.normal(0, 0.004)))
+        gain, pan, send = _ROLES[role]
+        self.add(self.note(name, midi, max(1, round(beats * self.spb * self.sr))), sec, gain * vel, pan, send)
+
+    def motif(self, prog: tuple[int, ...], bpc: int, level: int, start: int = 0,
+              keep: list | None = None) -> list[list[tuple[float, float, int]]]:
+        """A phrase of melody (per bar: onset beat, length, scale degree): a seeded random walk,
+        snapped to chord tones on strong beats, ending long on the chord root."""
+        bars, cur = keep[:start] if keep else [], int(self.rng.integers(2, 5))
+        for i in range(start, 4 * bpc):
+            last = i == 4 * bpc - 1
+            cells = _CELLS[0 if last else level]
+            cell, pos, notes = cells[int(self.rng.integers(len(cells)))], 0, []
+            chord = prog[i // bpc]
+            for j, ln in enumerate(cell):
+                cur += int(self.rng.choice((-2, -1, -1, 0, 1, 1, 2, 3, -3)))
+                cur = -cur if cur < -1 else 18 - cur if cur > 9 else cur
+                if pos % 4 == 0 or (last and j == len(cell) - 1):
+                    tones = (chord,) if last and j == len(cell) - 1 else (chord, chord + 2, chord + 4)
+                    cur = min((t + 7 * o for t in tones for o in range(-2, 3)), key=lambda d: (abs(d - cur), d))
+                if pos % 4 == 0 or self.rng.random() > 0.12:
+                    notes.append((pos / 2, ln / 2, cur))
+                pos += ln
+            bars.append(notes)
+        return bars
+
+    def drums(self, bar: int, level: int, fill: bool, crash: bool) -> None:
+        kit = self.p["instruments"]["drums"]
+        for sample, gain, pan, pats in _KITS[kit]:
+            pat = list(pats[level])
+            if fill and sample in ("snare", "timpani", "chip_snare"):
+                pat[12:] = "xxxx"
+            for step in (s for s, c in enumerate(pat) if c == "x"):
+                accent = 1.0 if step % 4 == 0 else 0.8 if step % 2 == 0 else 0.62
+                vel = accent * (1 + 0.06 * float(self.rng.standard_normal()))
+                if fill and step >= 12 and sample != "kick":
+                    vel = 0.55 + 0.12 * (step - 12)
+                self.play_hit(sample, bar * 4 + step / 4, gain * vel, pan)
+        if crash and kit != "brush":
+            self.play_hit("crash", bar * 4.0, 0.6, -0.2)
+
+    def play_hit(self, sample: str, beat: float, gain: float, pan: float) -> None:
+        send = 0.0 if sample.endswith("kick") else 0.15
+        self.add(_samples(self.sr)[sample], self.sec(beat), gain * 0.8, pan, send)
+
+    def sec(self, beat: float) -> float:
+        """Beat -> seconds; swing delays every off-beat eighth to the triplet position."""
+        if self.p["swing"]:
+            b, fr = divmod(beat, 1.0)
+            beat = b + (fr * 4 / 3 if fr < 0.5 else 2 / 3 + (fr - 0.5) * 2 / 3)
+        return beat * self.spb
+
+    def arrange(self, vowels: list[str]) -> None:
+        p, rng, ins = self.p, self.rng, self.p["instruments"]
+        bpc = p["bars_per_chord"]
+        plen, n_bars = 4 * bpc, max(1, math.ceil(self.n / self.sr / (4 * self.spb)))
+        pool = _PROGS[p["mode"]] + (_JAZZ_PROGS if p["sevenths"] else ())
+        progs = [pool[int(i)] for i in rng.choice(len(pool), 2, replace=False)]
+        base = 0 if p["energy"] < 0.35 else 1 if p["energy"] < 0.65 else 2
+        motifs = [self.motif(progs[0], bpc, base), [], self.motif(progs[1], bpc, base)]
+        motifs[1] = self.motif(progs[0], bpc, base, start=plen - 1, keep=motifs[0])
+        lead_base = 60 + (self.tonic if self.tonic < 8 else self.tonic - 12)
+        lead_shift = 12 if ins["lead"] == "square" else 0
+        shape = int(rng.integers(3))
+        prev: list[int] | None = None
+        center = 58 + int(rng.integers(0, 6))
+        for bar in range(n_bars):
+            phrase, bi = divmod(bar, plen)
+            form = (0, 1, 2, 0)[phrase % 4]
+            chord = self.chord(progs[1 if form == 2 else 0][bi // bpc])
+            intro = n_bars >= 8 and bar < 4
+            outro = n_bars >= 16 and bar >= n_bars - 4
+            level = base - 1 if intro or outro else base + 1 if form == 2 and base >= 1 else base
+            level = min(2, max(0, level))
+            if bi % bpc == 0:
+                prev = self.voicing(chord, prev, center)
+            self.chords_bar(ins["chords"], bar, bi % bpc == 0, bpc, level, prev)
+            self.bass_bar(ins["bass"], bar, chord, level, self.chord(progs[1 if form == 2 else 0][(bi // bpc + 1) % 4]))
+            if ins["arp"] and (not intro or n_bars < 8):
+                self.arp_bar(ins["arp"], bar, prev, level, shape)
+            if not intro or n_bars < 8:
+                for beat, beats, deg in motifs[form][bi]:
+                    midi = lead_base + self.semis(deg)
+                    self.play("lead", ins["lead"], bar * 4 + beat, beats * 0.95, midi + lead_shift,
+                              0.4 if vowels else 1.0)
+                    if vowels:
+                        vowel = vowels[(bar * 8 + int(beat * 2)) % len(vowels)]
+                        self.play("voice", f"voice:{vowel}", bar * 4 + beat, beats * 0.95,
+                                  midi - (12 if lead_base > 60 else 0))
+            if ins["drums"] and not (intro and n_bars >= 12):
+                fill = bi == plen - 1 and level >= 1 and (rng.random() < 0.5 or (phrase + 1) % 4 == 2)
+                self.drums(bar, level, fill, bi == 0 and phrase > 0 and (level == 2 or form == 2))
+
+    def voicing(self, chord: list[int], prev: list[int] | None, center: int) -> list[int]:
+        """Pick the inversion (lowest note in one octave window) with the smoothest voice leading."""
+        pcs = [(self.tonic + c) % 12 for c in chord]
+        cands = []
+        for r in range(len(pcs)):
+            notes = [52 + (pcs[r] - 52) % 12]
+            for pc in pcs[r + 1 :] + pcs[:r]:
+                notes.append(notes[-1] + (pc - notes[-1]) % 12)
+            cands.append(notes)
+        if prev is None:
+            return min(cands, key=lambda c: abs(sum(c) / len(c) - center))
+        return min(cands, key=lambda c: sum(abs(a - b) for a, b in zip(sorted(c), sorted(prev))))
+
+    def chords_bar(self, name: str, bar: int, new: bool, bpc: int, level: int, voices: list[int]) -> None:
+        base = name.partition(":")[0]
+        if base in _SUSTAINED:
+            if new:
+                for m in voices:
+                    self.play("chords", name, bar * 4, 4 * bpc, m, 0.8)
+            return
+        if base == "square" or (base in ("piano", "harp") and level == 0):
+            self.arp_bar(name, bar, voices, 2 if base == "square" else 1, 0, role="chords")
+            return
+        hits = _JAZZ_COMP[int(self.rng.integers(4))] if base == "epiano" else _COMP[level]
+        if base == "pluck" and level == 2:
+            hits = tuple((i / 2, 0.5) for i in range(8))
+        for k, (beat, beats) in enumerate(hits):
+            for j, m in enumerate(voices if k % 2 == 0 or base != "pluck" else voices[::-1]):
+                stagger = 0.012 * j / self.spb if base == "pluck" else 0.0
+                self.play("chords", name, bar * 4 + beat + stagger, beats, m, 0.9 if k == 0 else 0.7)
+
+    def bass_bar(self, name: str, bar: int, chord: list[int], level: int, nxt: list[int]) -> None:
+        root = 33 + (self.tonic + chord[0] - 9) % 12
+        style = self.p["style"]
+        if style == "jazz" and level >= 1:
+            target = 33 + (self.tonic + nxt[0] - 9) % 12
+            notes = [(0, 1, root), (1, 1, root + chord[1] - chord[0]), (2, 1, root + chord[2] - chord[0]),
+                     (3, 1, target + (1 if target < root + 7 else -1))]
+        elif style == "electronic" and level == 2:
+            notes = [(i + 0.5, 0.45, root) for i in range(4)] + [(0, 0.45, root)]
+        elif style in ("rock", "chiptune") and level >= 1:
+            notes = [(i / 2, 0.45, root + (12 if style == "chiptune" and i % 2 else 0)) for i in range(8)]
+        elif level == 0 or style in ("ambient", "orchestral"):
+            notes = [(0, 4, root)] if level < 2 else [(0, 2, root), (2, 2, root)]
+        else:
+            notes = [(0, 1.5, root), (1.5, 1.0, root), (2.5, 1.5, root + 7)]
+        for beat, beats, m in notes:
+            self.play("bass", name, bar * 4 + beat, beats, m)
+
+    def arp_bar(self, name: str, bar: int, voices: list[int], level: int, shape: int,
+                role: str = "arp") -> None:
+        tones = sorted(voices) + [v + 12 for v in sorted(voices)]
+        order = (tones, tones + tones[-2:0:-1], tones[::2] + tones[1::2])[shape]
+        step = 0.25 if level == 2 else 0.5 if level == 1 else 1.0
+        for i in range(int(4 / step)):
+            self.play(role, name, bar * 4 + i * step, step * 1.5, order[i % len(order)], 0.9 if i % 4 == 0 else 0.7)
+
+    def master(self) -> np.ndarray:
+        """Reverb, fades, gentle saturation, and normalisation (louder for energetic specs)."""
+        sr, e = self.sr, self.p["energy"]
+        t60 = 1.2 + 2.0 * (1 - e) + (2.0 if self.p["style"] == "ambient" else 0.0)
+        out = self.dry + _reverb(self.send, sr, t60) * (1.0 + (1 - e))
+        dur = self.n / sr
+        for n_f, sl in ((int(min(1.5, 0.08 * dur) * sr), slice(None)), (int(min(4.0, 0.2 * dur) * sr), slice(None, None, -1))):
+            if n_f > 1:
+                out[sl][:n_f] *= (np.sin(np.linspace(0, np.pi / 2, n_f, dtype=np.float32)) ** 2)[:, None]
+        peak = float(np.abs(out).max())
+        if peak > 0:
+            out = np.tanh(out * (1.3 / peak)) * ((0.8 + 0.15 * e) / math.tanh(1.3))
+        return np.ascontiguousarray(np.clip(out, -0.98, 0.98), dtype=np.float32)
+
+
+def synthesize(*, prompt: str, tags: Sequence[str] = (), bpm: float | None = None,
+               duration: float, seed: int, instrumental: bool = True,
+               lyrics: str | None = None, sample_rate: int = 44100) -> np.ndarray:
+    """Render a deterministic stereo temp track: float32 ``(round(duration*sr), 2)``, peak <= 0.98."""
+    if not math.isfinite(duration) or duration <= 0:
+        raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
+    sr = int(sample_rate)
+    plan = _plan(prompt, tags, bpm)
+    rng = np.random.default_rng([int(seed) % 2**64, int.from_bytes(plan["_digest"][:8], "big")])
+    song = _Song(plan, rng, max(1, round(duration * sr)), sr)
+    vowels = []
+    if not instrumental and lyrics and lyrics.strip():
+        vowels = [v.replace("y", "i") for v in re.findall(r"[aeiouy]", lyrics.lower())] or ["a"]
+    song.arrange(vowels)
+    return song.master()

@@ -1,0 +1,276 @@
+"""Command line: argv and environment in, exit status out. The only module that prints.
+
+Heavy modules (Jinja2, numpy, audio codecs) are imported only by commands that need them, so a
+no-op ``build`` answered by the null-build stamp starts and finishes in a blink.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import MusicbuildError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too, but we want one clean line
+        raise UsageError(f"{self.prog}: {message}", f"see '{self.prog} --help'")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _money(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-f", "--file", default=argparse.SUPPRESS, help="manifest (default ./musicbuild.yaml)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    parser = _Parser(prog="musicbuild", description="Build AI-generated music from a manifest; never pay twice.",
+                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"musicbuild {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def cmd(name: str, help: str, targets: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, parents=[common], description=help)
+        if targets:
+            p.add_argument("targets", nargs="*", metavar="TARGET", help="track id, glob over ids, or label:NAME")
+        return p
+
+    b = cmd("build", "build what is stale")
+    b.add_argument("-j", "--jobs", type=_positive_int, default=8, help="jobs in flight (default 8)")
+    b.add_argument("-k", "--keep-going", action="store_true", help="keep going after a track fails")
+    b.add_argument("--force", action="store_true", help="re-generate even if cached (paid)")
+    b.add_argument("--max-cost", type=_money, metavar="USD", help="refuse a build whose estimate exceeds this")
+    b.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
+    p = cmd("plan", "show what build would do, why, and what it would cost")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--force", action="store_true")
+    s = cmd("status", "per track: up to date, stale (why), missing or modified")
+    s.add_argument("--json", action="store_true")
+    cmd("check", "exit 0 if everything is up to date, 1 if something would be built")
+    cmd("validate", "check manifest, templates, files, provider options and credentials; no network", targets=False)
+    c = cmd("clean", "remove built outputs (never the cache)")
+    c.add_argument("--dry-run", action="store_true")
+    g = cmd("gc", "remove cache entries no track of this manifest references", targets=False)
+    g.add_argument("--dry-run", action="store_true")
+    cmd("schema", "print the manifest JSON Schema", targets=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv))
+    except MusicbuildError as exc:
+        for i, line in enumerate(exc.lines()):
+            print(line if i or _is_diagnostic(exc) else f"musicbuild: {line}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("musicbuild: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _is_diagnostic(exc: MusicbuildError) -> bool:
+    from .errors import ManifestError
+
+    return isinstance(exc, ManifestError)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.command:
+        build_parser().print_help()
+        return EXIT_USAGE
+    args.file = Path(getattr(args, "file", "musicbuild.yaml"))
+    args.verbose = getattr(args, "verbose", False)
+    args.quiet = getattr(args, "quiet", False)
+    handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
+    return handler(args)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .manifest import load_manifest
+
+    return load_manifest(args.file)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_build(args: argparse.Namespace) -> int:
+    if not args.targets and not args.force:
+        from . import stamp
+
+        rows = stamp.fresh_rows(args.file)
+        if rows is not None:
+            _say(args, f"{len(rows)} tracks up to date, nothing to do")
+            if args.report:
+                from .report import noop_report, write_report
+
+                write_report(args.report, noop_report(args.file, rows))
+            return EXIT_OK
+    from .engine import BuildOptions, build
+    from .progress import make_reporter
+    from .report import report_document, write_report
+
+    manifest = _load(args)
+    reporter = make_reporter(args.quiet, args.verbose)
+    options = BuildOptions(targets=tuple(args.targets), jobs=args.jobs, keep_going=args.keep_going,
+                           force=args.force, max_cost=args.max_cost)
+    try:
+        result = build(manifest, options, reporter)
+    finally:
+        reporter.close()
+    summary = result.summary
+    doc = report_document(summary)
+    if args.report:
+        write_report(args.report, doc)
+    counts = doc["summary"]
+    _say(args, "{total} tracks: {generated} generated, {resumed} resumed, {materialized} materialized, "
+               "{up_to_date} up to date, {failed} failed, {skipped} skipped; spent ${cost_usd:.2f}".format(**counts))
+    if summary.interrupted:
+        _say(args, "interrupted: submitted jobs are journaled; the next build resumes them")
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
+
+
+def _plan(args: argparse.Namespace, force: bool = False) -> tuple[Any, list[Any]]:
+    from .cache import Cache
+    from .engine import check_inputs, make_plan, select
+
+    manifest = _load(args)
+    specs = select(manifest, args.targets)
+    check_inputs(manifest, specs, os.environ)
+    with Cache(manifest.cache_dir) as cache:
+        return manifest, make_plan(manifest, specs, cache, force)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .report import plan_row
+
+    _, planned = _plan(args, args.force)
+    rows = [plan_row(pt) for pt in planned]
+    if args.json:
+        print(json.dumps({"version": 1, "tracks": rows}, indent=2))
+        return EXIT_OK
+    width = max([len(r["id"]) for r in rows] + [5])
+    by_provider: dict[str, float] = {}
+    for r in rows:
+        reasons = ",".join(r["reasons"])
+        cost = f"${r['cost_usd']:.4f}" if r["action"] in ("generate", "resume") else "-"
+        print(f"{r['id']:<{width}}  {r['action']:<11} {reasons:<28} {r['provider']:<10} {cost}")
+        if r["action"] == "generate":
+            by_provider[r["provider"]] = by_provider.get(r["provider"], 0.0) + r["cost_usd"]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["action"]] = counts.get(r["action"], 0) + 1
+    print("\n" + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
+    for name, usd in sorted(by_provider.items()):
+        print(f"estimated cost {name}: ${usd:.4f}")
+    print(f"estimated total: ${sum(by_provider.values()):.4f}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .maintenance import status_row
+
+    _, planned = _plan(args)
+    rows = [status_row(pt) for pt in planned]
+    if args.json:
+        print(json.dumps({"version": 1, "tracks": rows}, indent=2))
+        return EXIT_OK
+    for r in rows:
+        why = f" ({', '.join(r['reasons'])})" if r["state"] == "stale" and r["reasons"] else ""
+        print(f"{r['id']}: {r['state'].replace('-', ' ')}{why}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        if not args.targets:
+            from . import stamp
+
+            if stamp.fresh_rows(args.file) is not None:
+                return EXIT_OK
+        _, planned = _plan(args)
+    except MusicbuildError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    stale = [pt for pt in planned if pt.action.value != "up-to-date"]
+    if args.verbose:
+        for pt in stale:
+            print(f"{pt.spec.id}: {pt.action.value} ({', '.join(r.value for r in pt.reasons)})")
+    return EXIT_FAILED if stale else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .engine import check_inputs, credential_problems
+    from .errors import ConfigError
+
+    manifest = _load(args)
+    check_inputs(manifest, list(manifest.tracks), os.environ)
+    problems = credential_problems(list(manifest.tracks), os.environ)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    used = sorted({t.provider.name for t in manifest.tracks})
+    _say(args, f"{args.file}: ok ({len(manifest.tracks)} tracks; providers: {', '.join(used)})")
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from .engine import select
+    from .maintenance import clean
+
+    manifest = _load(args)
+    removed = clean(manifest, select(manifest, args.targets), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for rel in removed:
+        _say(args, f"{verb} {rel}")
+    _say(args, f"{verb} {len(removed)} outputs (the cache is kept)")
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .maintenance import gc
+
+    result = gc(_load(args), dry_run=args.dry_run)
+    verb = "would free" if args.dry_run else "freed"
+    _say(args, f"{verb} {result.bytes_freed / 1e6:.1f} MB: {len(result.generations)} generations, "
+               f"{len(result.blobs)} blobs ({result.kept_jobs} pending jobs kept)")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": cmd_build, "plan": cmd_plan, "status": cmd_status, "check": cmd_check,
+    "validate": cmd_validate, "clean": cmd_clean, "gc": cmd_gc, "schema": cmd_schema,
+}

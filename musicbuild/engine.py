@@ -1,0 +1,149 @@
+"""The whole job as a few functions: select, plan, run, and keep the null-build stamp current.
+
+Validation, rendering, hashing and planning all happen before the single ``asyncio.run``, so a bad
+manifest or a missing key fails before any network traffic or any write.
+"""
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+from . import stamp
+from .cache import Cache
+from .errors import BudgetError, ConfigError, ManifestError, UsageError
+from .executor import ExecOptions, Executor, Reporter
+from .manifest import Manifest
+from .model import Action, BuildSummary, Outcome, PlannedTrack, TrackSpec
+from .plan import plan_tracks
+from .providers import create_provider, is_available
+from .providers.base import Provider
+from .providers.catalog import estimate_track
+from .report import outcome_row
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    targets: tuple[str, ...] = ()
+    jobs: int = 8
+    keep_going: bool = False
+    force: bool = False
+    max_cost: float | None = None
+
+
+@dataclass
+class BuildResult:
+    summary: BuildSummary
+    planned: list[PlannedTrack] = field(default_factory=list)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def select(manifest: Manifest, targets: Iterable[str]) -> list[TrackSpec]:
+    """Tracks named by id, shell glob over ids, or ``label:NAME``; none means all."""
+    targets = list(targets)
+    if not targets:
+        return list(manifest.tracks)
+    chosen: set[str] = set()
+    for t in targets:
+        if t.startswith("label:"):
+            hits = {s.id for s in manifest.tracks if t[6:] in s.labels}
+        else:
+            hits = {s.id for s in manifest.tracks if fnmatch.fnmatchcase(s.id, t)}
+        if not hits:
+            raise UsageError(f"no track matches '{t}'", "targets are track ids, globs like 'jingle-*', or label:NAME")
+        chosen |= hits
+    return [s for s in manifest.tracks if s.id in chosen]
+
+
+def estimate(spec: TrackSpec) -> float:
+    return estimate_track(spec.provider.price, spec.provider.type, spec.model, spec.duration, spec.options)
+
+
+def check_inputs(manifest: Manifest, specs: list[TrackSpec], env: Mapping[str, str]) -> dict[str, Provider]:
+    """Provider input rules for every track, as manifest diagnostics; the adapters that can run."""
+    providers: dict[str, Provider] = {}
+    diags = []
+    for spec in specs:
+        cfg = spec.provider
+        if not is_available(cfg.type):
+            continue
+        if cfg.name not in providers:
+            providers[cfg.name] = create_provider(cfg, env)
+        origin = manifest.origins[spec.id]
+        for path, message in providers[cfg.name].check_track(spec):
+            diags.append(manifest.diagnostic(origin + path, f"{message} [track {spec.id}]"))
+    if diags:
+        raise ManifestError(diags)
+    return providers
+
+
+def credential_problems(specs: list[TrackSpec], env: Mapping[str, str]) -> list[str]:
+    problems = []
+    for cfg in {s.provider.name: s.provider for s in specs}.values():
+        var = cfg.api_key_env
+        if cfg.type != "local" and var and not env.get(var):
+            problems.append(f"provider '{cfg.name}' needs an API key in the environment variable {var}, which is not set")
+    return problems
+
+
+def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: Cache, force: bool = False) -> list[PlannedTrack]:
+    return plan_tracks(specs, cache, force=force, estimate=estimate)
+
+
+def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
+          env: Mapping[str, str] | None = None) -> BuildResult:
+    env = os.environ if env is None else env
+    specs = select(manifest, options.targets)
+    providers = check_inputs(manifest, specs, env)
+    summary = BuildSummary(manifest=str(manifest.path), started_at=now())
+    with Cache(manifest.cache_dir) as cache:
+        planned = make_plan(manifest, specs, cache, options.force)
+        paid = [pt for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
+        _refuse_unrunnable(paid, env)
+        total = round(sum(pt.est_cost_usd for pt in paid), 6)
+        if options.max_cost is not None and total > options.max_cost:
+            raise BudgetError(f"estimated cost ${total:.2f} exceeds --max-cost ${options.max_cost:.2f}; nothing was submitted",
+                              "run 'musicbuild plan' to see the cost per track")
+        reporter.plan_ready(planned)
+        executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going), reporter)
+        try:
+            summary.outcomes = asyncio.run(executor.run(planned))
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            summary.outcomes = [executor.outcomes.get(pt.spec.id) or _interrupted(pt) for pt in planned]
+        summary.finished_at = now()
+        _update_stamp(manifest, cache, specs, summary, whole=not options.targets)
+    return BuildResult(summary, planned)
+
+
+def _refuse_unrunnable(paid: list[PlannedTrack], env: Mapping[str, str]) -> None:
+    for pt in paid:
+        if not is_available(pt.spec.provider.type):
+            create_provider(pt.spec.provider, env)  # raises the user-facing ConfigError
+    problems = credential_problems([pt.spec for pt in paid], env)
+    if problems:
+        raise ConfigError(problems[0], "export the variable, e.g. in your CI's secret settings")
+
+
+def _interrupted(pt: PlannedTrack) -> Outcome:
+    return Outcome(id=pt.spec.id, out=[o.output.rel for o in pt.outputs], action=pt.action, reasons=pt.reasons,
+                   status="skipped", gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model,
+                   error="interrupted")
+
+
+def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summary: BuildSummary,
+                  whole: bool) -> None:
+    if not whole or summary.interrupted or any(o.status != "ok" for o in summary.outcomes):
+        stamp.remove(manifest.cache_dir, manifest.path)
+        return
+    inputs = [f for s in specs for f in s.files]
+    outputs = [o.path for s in specs for o in s.outputs]
+    rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0))
+            for o in summary.outcomes]
+    stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows)

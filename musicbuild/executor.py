@@ -1,0 +1,127 @@
+"""Run a plan: the only async part of musicbuild (SPEC 5).
+
+Every track is one coroutine. Generations hold a global slot (``-j``) and a slot of their
+provider (``max_concurrent``); CPU-bound materialization runs in threads, at most one per core.
+A failure is a value (a failed ``Outcome``); without ``keep_going`` it stops new work from
+starting, and tracks that never started are reported as skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+from .cache import Cache
+from .errors import MusicbuildError, ProviderAuthError
+from .materialize import materialize
+from .model import Action, Generation, Outcome, PlannedTrack
+from .providers.base import Provider
+
+
+class Reporter(Protocol):
+    def plan_ready(self, planned: list[PlannedTrack]) -> None: ...
+    def track_started(self, planned: PlannedTrack) -> None: ...
+    def track_finished(self, planned: PlannedTrack, outcome: Outcome) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    jobs: int = 8
+    keep_going: bool = False
+    cpu_workers: int = max(1, os.cpu_count() or 1)
+
+
+class Executor:
+    def __init__(self, cache: Cache, providers: Mapping[str, Provider], options: ExecOptions,
+                 reporter: Reporter) -> None:
+        self.cache = cache
+        self.providers = providers
+        self.options = options
+        self.reporter = reporter
+        self.outcomes: dict[str, Outcome] = {}  # filled as tracks finish, readable after Ctrl-C
+
+    async def run(self, planned: list[PlannedTrack]) -> list[Outcome]:
+        self.stop = asyncio.Event()
+        self.jobs = asyncio.Semaphore(max(1, self.options.jobs))
+        self.cpu = asyncio.Semaphore(self.options.cpu_workers)
+        self.per_provider = {name: asyncio.Semaphore(p.config.max_concurrent) for name, p in self.providers.items()}
+        self.blocked: dict[str, str] = {}  # provider name -> auth error message
+        await asyncio.gather(*(self._track(pt) for pt in planned))
+        return [self.outcomes[pt.spec.id] for pt in planned]
+
+    def _outcome(self, pt: PlannedTrack, status: str, **kw: Any) -> Outcome:
+        outcome = Outcome(
+            id=pt.spec.id, out=[o.output.rel for o in pt.outputs], action=pt.action, reasons=pt.reasons,
+            status=status, gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model, **kw)
+        self.outcomes[pt.spec.id] = outcome
+        self.reporter.track_finished(pt, outcome)
+        return outcome
+
+    async def _track(self, pt: PlannedTrack) -> None:
+        if pt.action is Action.UP_TO_DATE:
+            for po in pt.outputs:
+                if po.restat:  # touched but unchanged: remember the new stat so the next check is cheap
+                    record = self.cache.get_output(po.output.path) or {}
+                    self.cache.put_output(po.output.path, {**record, "size": po.restat[0], "mtime_ns": po.restat[1]})
+            self._outcome(pt, "ok", clips=len(pt.outputs))
+            return
+        if self.stop.is_set():
+            self._outcome(pt, "skipped", error="not started: an earlier track failed (use -k to keep going)")
+            return
+        started = time.monotonic()
+        generation: Generation | None = None
+        try:
+            record = None
+            if pt.action in (Action.GENERATE, Action.RESUME):
+                generation = await self._generate(pt)
+                if generation is None:
+                    return  # skipped while waiting for a slot
+                record = await asyncio.to_thread(self._store, pt, generation)
+            else:
+                self.reporter.track_started(pt)
+                record = self.cache.get_generation(pt.gen_key)
+            async with self.cpu:
+                for po in pt.outputs:
+                    if po.state != "ok" or pt.action is not Action.MATERIALIZE:
+                        await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po)
+            self._outcome(pt, "ok", clips=len(record["clips"]), seconds=round(time.monotonic() - started, 3),
+                          cost_usd=generation.cost_usd if generation else 0.0,
+                          attempts=generation.attempts if generation else 0,
+                          job_id=generation.job_id if generation else record.get("job_id"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a track's failure is a value, whatever raised it
+            message = exc.message if isinstance(exc, MusicbuildError) else f"internal error: {type(exc).__name__}: {exc}"
+            if isinstance(exc, ProviderAuthError):
+                self.blocked[pt.spec.provider.name] = message
+            if not self.options.keep_going:
+                self.stop.set()
+            self._outcome(pt, "failed", error=message, seconds=round(time.monotonic() - started, 3),
+                          cost_usd=generation.cost_usd if generation else 0.0,
+                          attempts=generation.attempts if generation else 0)
+
+    async def _generate(self, pt: PlannedTrack) -> Generation | None:
+        name = pt.spec.provider.name
+        provider = self.providers[name]
+        async with self.jobs, self.per_provider[name]:
+            if self.stop.is_set():
+                self._outcome(pt, "skipped", error="not started: an earlier track failed (use -k to keep going)")
+                return None
+            if name in self.blocked:
+                raise ProviderAuthError(self.blocked[name])
+            self.reporter.track_started(pt)
+            if pt.action is Action.RESUME:
+                job = self.cache.pending_job(pt.gen_key) or {}
+                return await provider.resume(pt.spec, pt.gen_key, job)
+
+            def journal(entry: dict[str, Any]) -> None:
+                self.cache.record_job(pt.gen_key, {"provider": name, "type": provider.type, **entry})
+
+            return await provider.generate(pt.spec, pt.gen_key, journal)
+
+    def _store(self, pt: PlannedTrack, generation: Generation) -> dict[str, Any]:
+        provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,
+                      "seed": pt.spec.seed, "cost_usd": generation.cost_usd, "track": pt.spec.id}
+        return self.cache.put_generation(pt.gen_key, [(c.data, c.format) for c in generation.clips], provenance)

@@ -1,0 +1,88 @@
+"""The two content keys (SPEC 2), as SHA-256 over canonical JSON.
+
+The generation key covers exactly what changes the generated audio, so editing a title, a cover,
+the format or the output path never costs a generation; the output key adds what changes the bytes
+of one output file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .cache import file_sha256
+from .model import OutputSpec, TrackSpec
+
+GEN_KEY_VERSION = 1
+OUT_KEY_VERSION = 1
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(_normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 84 and 84.0 are the same tempo
+    if isinstance(value, dict):
+        return {str(k): _normalize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalize(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def sha256_hex(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+_input_hashes: dict[Path, str] = {}
+
+
+def input_sha256(path: Path) -> str:
+    """Hash of an input file (reference audio, cover); memoised because matrix tracks share files."""
+    if path not in _input_hashes:
+        _input_hashes[path] = file_sha256(path)
+    return _input_hashes[path]
+
+
+def generation_key(spec: TrackSpec) -> str:
+    doc = {
+        "v": GEN_KEY_VERSION,
+        "provider": spec.provider.type,
+        "model": spec.model,
+        "prompt": spec.prompt,
+        "tags": list(spec.tags),
+        "lyrics": spec.lyrics,
+        "instrumental": spec.instrumental,
+        "seed": spec.seed,
+        "duration": spec.duration,
+        "bpm": spec.bpm,
+        "options": dict(spec.options),
+        "reference_audio": input_sha256(spec.reference_audio) if spec.reference_audio else None,
+    }
+    return sha256_hex(canonical(doc))
+
+
+def tag_fields(spec: TrackSpec) -> dict[str, Any]:
+    """The metadata that ends up in an output, with the cover as its content hash."""
+    md = spec.metadata
+    fields = {k: getattr(md, k) for k in md.__dataclass_fields__ if k != "cover"}
+    fields["cover"] = input_sha256(md.cover) if md.cover else None
+    fields["bpm"] = spec.bpm
+    fields["lyrics"] = spec.lyrics
+    fields["prompt"] = spec.prompt
+    return fields
+
+
+def output_key(gen_key: str, spec: TrackSpec, output: OutputSpec) -> str:
+    doc = {
+        "v": OUT_KEY_VERSION,
+        "gen": gen_key,
+        "clip": output.clip,
+        "format": spec.format,
+        "tags": tag_fields(spec),
+    }
+    return sha256_hex(canonical(doc))

@@ -1,0 +1,88 @@
+"""Commands that look after a build rather than run one: status, clean, gc."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import stamp
+from .cache import Cache
+from .keys import generation_key
+from .manifest import Manifest
+from .model import Action, PlannedTrack, TrackSpec
+
+
+def track_state(pt: PlannedTrack) -> str:
+    if pt.action is Action.UP_TO_DATE:
+        return "up-to-date"
+    states = {o.state for o in pt.outputs}
+    if states == {"missing"}:
+        return "missing"
+    if "modified" in states:
+        return "modified"
+    return "stale"
+
+
+def status_row(pt: PlannedTrack) -> dict[str, Any]:
+    return {"id": pt.spec.id, "state": track_state(pt), "action": pt.action.value,
+            "reasons": [r.value for r in pt.reasons], "out": [o.output.rel for o in pt.outputs]}
+
+
+def clean(manifest: Manifest, specs: list[TrackSpec], dry_run: bool = False) -> list[str]:
+    """Remove built outputs (never the cache); return what was removed, relative to output_dir."""
+    removed = []
+    with Cache(manifest.cache_dir) as cache:
+        for spec in specs:
+            for out in spec.outputs:
+                if out.path.exists():
+                    removed.append(out.rel)
+                    if not dry_run:
+                        out.path.unlink()
+                if not dry_run:
+                    cache.remove_output(out.path)
+                    _prune_empty_dirs(out.path.parent, manifest.output_dir)
+    if not dry_run:
+        stamp.remove(manifest.cache_dir, manifest.path)
+    return removed
+
+
+def _prune_empty_dirs(folder: Any, stop: Any) -> None:
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+@dataclass
+class GcResult:
+    generations: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    kept_jobs: int = 0
+
+
+def gc(manifest: Manifest, dry_run: bool = False) -> GcResult:
+    """Drop generations no track of this manifest references, then blobs nothing references.
+
+    Pending jobs in the journal are always kept: they were paid for and a later build resumes them.
+    """
+    wanted = {generation_key(spec) for spec in manifest.tracks}
+    result = GcResult()
+    with Cache(manifest.cache_dir) as cache:
+        keep_blobs: set[str] = set()
+        for gen_key, rec in list(cache.iter_generations()):
+            if gen_key in wanted:
+                keep_blobs.update(c["sha256"] for c in rec["clips"])
+            else:
+                result.generations.append(gen_key)
+                if not dry_run:
+                    cache.remove_generation(gen_key)
+        for sha, size in list(cache.iter_blobs()):
+            if sha not in keep_blobs:
+                result.blobs.append(sha)
+                result.bytes_freed += size
+                if not dry_run:
+                    cache.remove_blob(sha)
+        result.kept_jobs = sum(1 for k in cache.index.iterkeys() if isinstance(k, str) and k.startswith("job:"))
+    return result

@@ -1,0 +1,264 @@
+"""Load a manifest: YAML with locations -> schema -> defaults -> matrix -> rendered ``TrackSpec``s.
+
+Everything here is pure except reading the manifest and the files it names. All problems are
+collected and raised together as one ``ManifestError`` so a user fixes them in one pass.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from . import schema
+from .errors import Diagnostic, ManifestError, UsageError
+from .model import ProviderConfig, TrackSpec
+from .providers.catalog import TYPES
+from .render import Renderer, RenderError
+from .trackbuild import TrackBuilder, default_seed, unknown_model
+from .yamlsrc import Path_, SourceMap, YamlSyntaxError, format_path, load_yaml
+
+# Fields merged key by key from `defaults` instead of replaced (a track adds to them).
+MERGED_FIELDS = ("vars", "metadata", "options")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    root: Path
+    output_dir: Path
+    cache_dir: Path
+    providers: Mapping[str, ProviderConfig]
+    tracks: tuple[TrackSpec, ...]
+    source: SourceMap
+    sha256: str
+    origins: Mapping[str, Path_]  # track id -> ("tracks", i)
+
+    def diagnostic(self, path: Path_, message: str) -> Diagnostic:
+        line, col = self.source.where(path)
+        return Diagnostic(self.source.file, line, col, format_path(path), message)
+
+
+def display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
+    env = os.environ if env is None else env
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"no manifest at {display_path(path)}", "pass one with -f FILE") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {display_path(path)}: {exc.strerror}") from None
+    return _Loader(path, raw, env).load()
+
+
+class _Loader:
+    def __init__(self, path: Path, raw: bytes, env: Mapping[str, str]) -> None:
+        self.path = path.resolve()
+        self.root = self.path.parent
+        self.raw = raw
+        self.env = env
+        self.file = display_path(path)
+        self.smap = SourceMap(self.file)
+        self.diags: list[Diagnostic] = []
+        self.renderer = Renderer()
+        self._file_cache: dict[Path, str] = {}
+
+    # -- reporting ---------------------------------------------------------------------------
+    def error(self, path: Path_, message: str) -> None:
+        line, col = self.smap.where(path)
+        self.diags.append(Diagnostic(self.file, line, col, format_path(path), message))
+
+    def fail_if_errors(self) -> None:
+        if self.diags:
+            raise ManifestError(self.diags)
+
+    # -- stages ------------------------------------------------------------------------------
+    def load(self) -> Manifest:
+        try:
+            text = self.raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError([Diagnostic(self.file, 1, 1, "", f"not UTF-8 text ({exc.reason})")]) from None
+        try:
+            data, self.smap, dupes = load_yaml(text, self.file)
+        except YamlSyntaxError as exc:
+            raise ManifestError([Diagnostic(self.file, exc.line, exc.col, "", exc.message)]) from None
+        for p, msg in dupes:
+            self.error(p, msg)
+        if not isinstance(data, dict):
+            self.error((), "the manifest must be a mapping with 'version' and 'tracks'")
+            self.fail_if_errors()
+        for p, msg in schema.validate(data):
+            self.error(p, msg)
+        self.fail_if_errors()
+
+        top_vars = self._top_vars(data.get("vars", {}))
+        output_dir = self._dir(data, "output_dir", "build", top_vars)
+        cache_env = self.env.get("MUSICBUILD_CACHE_DIR")
+        cache_dir = Path(cache_env).resolve() if cache_env else self._dir(data, "cache_dir", ".musicbuild", top_vars)
+        providers = self._providers(data.get("providers", {}))
+        self.fail_if_errors()
+
+        defaults = data.get("defaults", {})
+        tracks: list[TrackSpec] = []
+        origins: dict[str, Path_] = {}
+        outs: dict[Path, str] = {}
+        for i, raw_track in enumerate(data["tracks"]):
+            for spec in self._expand(i, raw_track, defaults, top_vars, providers, output_dir):
+                origin: Path_ = ("tracks", i)
+                if spec.id in origins:
+                    self.error(origin + ("id",), f"duplicate track id '{spec.id}' (also {format_path(origins[spec.id])})")
+                    continue
+                origins[spec.id] = origin
+                for o in spec.outputs:
+                    if o.path in outs:
+                        self.error(origin + ("out",), f"output {o.rel} is also written by track '{outs[o.path]}'")
+                    outs[o.path] = spec.id
+                tracks.append(spec)
+        if not data["tracks"]:
+            self.error(("tracks",), "no tracks: add at least one")
+        self.fail_if_errors()
+        return Manifest(self.path, self.root, output_dir, cache_dir, providers, tuple(tracks), self.smap,
+                        hashlib.sha256(self.raw).hexdigest(), origins)
+
+    def _top_vars(self, raw: dict) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in raw.items():
+            try:  # earlier vars are visible to later ones
+                out[k] = self.renderer.render_tree(v, out)
+            except RenderError as exc:
+                self.error(("vars", k), exc.args[0])
+        return out
+
+    def _dir(self, data: dict, key: str, default: str, ctx: Mapping[str, Any]) -> Path:
+        try:
+            value = self.renderer.render(data.get(key, default), ctx)
+        except RenderError as exc:
+            self.error((key,), exc.args[0])
+            value = default
+        return (self.root / value).resolve()
+
+    def _providers(self, raw: dict) -> dict[str, ProviderConfig]:
+        out: dict[str, ProviderConfig] = {}
+        for name, cfg in raw.items():
+            ptype = TYPES[cfg["type"]]
+            base_url = cfg.get("base_url", ptype.base_url)
+            if "base_url" in cfg:
+                problem = _check_base_url(base_url)
+                if problem:
+                    self.error(("providers", name, "base_url"), problem)
+            if cfg["type"] == "local":
+                for key in ("base_url", "api_key_env"):
+                    if key in cfg:
+                        self.error(("providers", name, key), "the local provider runs in-process and takes no " + key)
+            model = cfg.get("model", ptype.default_model)
+            if ptype.models and model not in ptype.models:
+                self.error(("providers", name, "model"), unknown_model(cfg["type"], model, ptype.models))
+            out[name] = ProviderConfig(
+                name=name, type=cfg["type"], base_url=base_url,
+                api_key_env=cfg.get("api_key_env", ptype.api_key_env), model=model,
+                requests_per_minute=float(cfg.get("requests_per_minute", ptype.requests_per_minute)),
+                max_concurrent=int(cfg.get("max_concurrent", ptype.max_concurrent)),
+                poll_interval=float(cfg.get("poll_interval", ptype.poll_interval)),
+                timeout=float(cfg.get("timeout", ptype.timeout)),
+                price=cfg.get("price"), options=cfg.get("options", {}),
+            )
+        for tname, ptype in TYPES.items():  # a built-in type name works as a provider name
+            out.setdefault(tname, ProviderConfig(
+                name=tname, type=tname, base_url=ptype.base_url, api_key_env=ptype.api_key_env,
+                model=ptype.default_model, requests_per_minute=ptype.requests_per_minute,
+                max_concurrent=ptype.max_concurrent, poll_interval=ptype.poll_interval,
+                timeout=ptype.timeout, price=None, options={}))
+        return out
+
+    def _expand(self, i: int, track: dict, defaults: dict, top_vars: dict, providers: dict,
+                output_dir: Path) -> list[TrackSpec]:
+        merged, origin_of = _merge_defaults(i, track, defaults)
+        matrix = track.get("matrix")
+        combos: list[dict[str, Any]] = [{}]
+        if matrix:
+            combos = self._matrix(i, matrix)
+        specs = []
+        for combo in combos:
+            builder = TrackBuilder(self, i, merged, origin_of, top_vars, combo, providers, output_dir)
+            spec = builder.build()
+            if spec is not None:
+                specs.append(spec)
+        return specs
+
+    def _matrix(self, i: int, matrix: dict) -> list[dict[str, Any]]:
+        axes = {k: v for k, v in matrix.items() if k != "exclude"}
+        if not axes:
+            self.error(("tracks", i, "matrix"), "matrix needs at least one variable with a list of values")
+            return []
+        excludes = matrix.get("exclude", [])
+        for j, ex in enumerate(excludes):
+            for k in ex:
+                if k not in axes:
+                    self.error(("tracks", i, "matrix", "exclude", j, k),
+                               f"'{k}' is not a matrix variable{schema.did_you_mean(k, list(axes))}")
+        combos = []
+        for values in itertools.product(*axes.values()):
+            combo = dict(zip(axes, values))
+            if any(all(k in combo and _same(combo[k], v) for k, v in ex.items()) for ex in excludes):
+                continue
+            combos.append(combo)
+        if not combos:
+            self.error(("tracks", i, "matrix"), "every combination is excluded: this entry builds nothing")
+        return combos
+
+    def read_text(self, path: Path) -> str:
+        if path not in self._file_cache:
+            self._file_cache[path] = path.read_text("utf-8")
+        return self._file_cache[path]
+
+    def resolve_input(self, rel: str) -> Path:
+        return (self.root / rel).resolve()
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or str(a) == str(b)
+
+
+def _merge_defaults(i: int, track: dict, defaults: dict) -> tuple[dict, dict[str, Path_]]:
+    merged: dict[str, Any] = {}
+    origin_of: dict[str, Path_] = {}
+    for k, v in defaults.items():
+        merged[k] = v
+        origin_of[k] = ("defaults", k)
+    for k, v in track.items():
+        if k in MERGED_FIELDS and isinstance(merged.get(k), dict) and isinstance(v, dict):
+            merged[k] = {**merged[k], **v}
+        else:
+            merged[k] = v
+        origin_of[k] = ("tracks", i, k)
+    return merged, origin_of
+
+
+def _check_base_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http(s) URL, not {url!r}"
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        return "must use https:// (plain http is allowed only for loopback hosts such as 127.0.0.1)"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+

@@ -1,0 +1,157 @@
+"""Plain data passed between the layers: specs in, plans through, outcomes out."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str | None
+    api_key_env: str | None
+    model: str | None
+    requests_per_minute: float
+    max_concurrent: int
+    poll_interval: float
+    timeout: float
+    price: Mapping[str, float] | None
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Metadata:
+    title: str
+    artist: str | None = None
+    album: str | None = None
+    album_artist: str | None = None
+    genre: str | None = None
+    year: str | None = None
+    track_number: str | None = None
+    comment: str | None = None
+    copyright: str | None = None
+    publisher: str | None = None
+    cover: Path | None = None
+    id3v23: bool = False
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    clip: int  # 1-based index of the provider's clip this file holds
+    rel: str  # relative to output_dir, as rendered
+    path: Path  # absolute
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """One fully rendered track: everything needed to generate and materialize it."""
+
+    id: str
+    index: int  # position in the manifest's `tracks:` list (before matrix expansion)
+    provider: ProviderConfig
+    model: str
+    prompt: str
+    tags: tuple[str, ...]
+    lyrics: str | None
+    instrumental: bool
+    seed: int
+    duration: float
+    bpm: float | None
+    format: str
+    outputs: tuple[OutputSpec, ...]
+    options: Mapping[str, Any]
+    clips: str
+    reference_audio: Path | None
+    metadata: Metadata
+    labels: tuple[str, ...]
+    files: tuple[Path, ...] = ()  # every input file this track read (prompt, lyrics, cover, reference)
+
+
+class Action(str, enum.Enum):
+    UP_TO_DATE = "up-to-date"
+    MATERIALIZE = "materialize"
+    RESUME = "resume"
+    GENERATE = "generate"
+
+
+class Reason(str, enum.Enum):
+    NEW = "new"
+    SPEC_CHANGED = "spec-changed"
+    OUTPUT_MISSING = "output-missing"
+    OUTPUT_MODIFIED = "output-modified"
+    METADATA_CHANGED = "metadata-changed"
+    FORCED = "forced"
+
+
+@dataclass(frozen=True)
+class PlannedOutput:
+    output: OutputSpec
+    out_key: str
+    state: str  # ok | missing | modified | stale | unknown
+    restat: tuple[int, int] | None = None  # content unchanged but stat moved: refresh the record
+
+
+@dataclass(frozen=True)
+class PlannedTrack:
+    spec: TrackSpec
+    gen_key: str
+    outputs: tuple[PlannedOutput, ...]
+    action: Action
+    reasons: tuple[Reason, ...]
+    est_cost_usd: float
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Audio as the provider delivered it (bytes of a real audio file)."""
+
+    data: bytes
+    format: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    clips: tuple[Clip, ...]
+    provider: str
+    model: str
+    job_id: str | None
+    cost_usd: float
+    attempts: int = 1
+
+
+@dataclass
+class Outcome:
+    id: str
+    out: list[str]
+    action: Action
+    reasons: tuple[Reason, ...]
+    status: str  # ok | failed | skipped
+    gen_key: str
+    provider: str
+    model: str
+    clips: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    attempts: int = 0
+    error: str | None = None
+    job_id: str | None = None
+
+
+@dataclass
+class BuildSummary:
+    manifest: str
+    started_at: str
+    finished_at: str = ""
+    outcomes: list[Outcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "failed")
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(o.cost_usd for o in self.outcomes), 6)

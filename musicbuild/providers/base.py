@@ -1,0 +1,58 @@
+"""The one interface every provider implements.
+
+A provider turns a ``TrackSpec`` into audio bytes. It never touches the disk or the cache: the
+executor hands it ``on_job`` to journal a job id the moment the service returns one, and stores
+what ``generate``/``resume`` return. Input rules are checked by ``check_track`` before any request.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Mapping
+
+from ..model import Generation, ProviderConfig, TrackSpec
+from ..yamlsrc import Path_
+from .catalog import TYPES, clip_count, estimate_track
+
+OnJob = Callable[[dict[str, Any]], None]
+
+
+class Provider(ABC):
+    type: ClassVar[str]
+
+    def __init__(self, config: ProviderConfig, env: Mapping[str, str], client: Any = None) -> None:
+        self.config = config
+        self.env = env
+        self.client = client  # the shared httpx.AsyncClient for hosted services
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def check_track(self, spec: TrackSpec) -> list[tuple[Path_, str]]:
+        """Violations of the service's documented input rules, as (field path, message)."""
+        return []
+
+    def missing_credentials(self) -> str | None:
+        """A message naming the env var when the key is needed and absent (never the key)."""
+        var = self.config.api_key_env
+        if var and not self.env.get(var):
+            return f"provider '{self.name}' needs an API key in the environment variable {var}, which is not set"
+        return None
+
+    def estimate_cost(self, spec: TrackSpec) -> float:
+        return estimate_track(self.config.price, self.config.type, spec.model, spec.duration, spec.options)
+
+    def clips_for(self, spec: TrackSpec) -> int:
+        return clip_count(self.config.type, spec.model, spec.options)
+
+    @property
+    def max_duration(self) -> float:
+        return TYPES[self.config.type].max_duration
+
+    @abstractmethod
+    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob) -> Generation:
+        """Submit, wait, download; call ``on_job`` with the journal entry as soon as a job exists."""
+
+    async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any]) -> Generation:
+        """Finish a job an earlier build submitted (never submits again)."""
+        raise NotImplementedError(f"{self.type} jobs cannot be resumed")

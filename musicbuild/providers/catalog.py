@@ -1,0 +1,82 @@
+"""What SPEC 4's table says about each built-in provider type: pure data, no I/O.
+
+The manifest uses it to fill provider configs; adapters use it for their defaults. Prices are USD
+and can be overridden per provider with ``price:``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    name: str
+    base_url: str | None
+    api_key_env: str | None
+    default_model: str
+    models: tuple[str, ...]  # known models; empty = any slug accepted
+    price: Mapping[str, Mapping[str, float]]  # model (or "*") -> price terms
+    requests_per_minute: float = 60.0
+    max_concurrent: int = 4
+    poll_interval: float = 5.0
+    timeout: float = 900.0
+    takes_reference_audio: bool = False
+    max_duration: float = 600.0
+    implemented: bool = False  # hosted adapters land with issue 3
+    clips: Mapping[str, int] = field(default_factory=lambda: {"*": 1})
+
+
+LOCAL_MODEL = "synth-v1"
+
+TYPES: dict[str, ProviderType] = {
+    t.name: t
+    for t in (
+        ProviderType("local", None, None, LOCAL_MODEL, (LOCAL_MODEL,), {"*": {"usd_per_job": 0.0}},
+                     requests_per_minute=1e9, max_concurrent=2, poll_interval=0.0, timeout=600.0,
+                     implemented=True),
+        ProviderType("aigateway", "https://api.aigateway.sh", "AIGATEWAY_API_KEY",
+                     "sonauto/v2/text-to-music", (),
+                     {"sonauto/v2/text-to-music": {"usd_per_second": 0.0013},
+                      "sony-ai/mmaudio-v2-text-to-audio": {"usd_per_second": 0.0010},
+                      "*": {"usd_per_second": 0.0013}}),
+        ProviderType("verbatik", "https://api.verbatik.com", "VERBATIK_API_KEY", "sonauto-v2",
+                     (), {"*": {"usd_per_minute": 0.20}}),
+        ProviderType("sonauto", "https://api.sonauto.ai", "SONAUTO_API_KEY", "v2", ("v2", "v3"),
+                     {"*": {"usd_per_song": 0.10}}),
+        ProviderType("beatra", "https://api.beatra.ai", "BEATRA_API_KEY", "suno-5.5",
+                     ("suno-5.5", "minimax-music-2.6"),
+                     {"suno-5.5": {"usd_per_job": 0.080}, "minimax-music-2.6": {"usd_per_job": 0.050}},
+                     takes_reference_audio=True, clips={"suno-5.5": 2, "*": 1}),
+    )
+}
+
+
+def clip_count(type_name: str, model: str, options: Mapping[str, object]) -> int:
+    """How many clips one generation returns (decides the outputs of `clips: all`)."""
+    if type_name in ("verbatik", "sonauto"):
+        n = options.get("num_songs", 1)
+        return n if isinstance(n, int) and n in (1, 2) else 1
+    clips = TYPES[type_name].clips
+    return clips.get(model, clips.get("*", 1))
+
+
+def estimate_cost(price: Mapping[str, float], duration: float, clips: int) -> float:
+    """USD for one generation under ``price`` terms (they add up when several are given)."""
+    cost = price.get("usd_per_job", 0.0)
+    cost += price.get("usd_per_second", 0.0) * duration
+    cost += price.get("usd_per_minute", 0.0) * duration / 60.0 * clips
+    cost += price.get("usd_per_song", 0.0) * clips
+    return round(cost, 6)
+
+
+def price_for(type_name: str, model: str) -> Mapping[str, float]:
+    table = TYPES[type_name].price
+    return table.get(model) or table.get("*") or {}
+
+
+def estimate_track(price_override: Mapping[str, float] | None, type_name: str, model: str,
+                   duration: float, options: Mapping[str, object]) -> float:
+    """Estimated USD for generating one track (before any request)."""
+    price = price_override or price_for(type_name, model)
+    return estimate_cost(price, duration, clip_count(type_name, model, options))

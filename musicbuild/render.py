@@ -1,0 +1,89 @@
+"""Sandboxed Jinja2 rendering: every manifest string and prompt/lyrics file is a template.
+
+The sandbox stops a manifest from reaching Python internals; StrictUndefined turns a misspelt
+variable into an error instead of an empty prompt that would still cost money to generate.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+class RenderError(Exception):
+    """A template failed; ``message`` is user-facing."""
+
+
+class Renderer:
+    def __init__(self) -> None:
+        self._env = ImmutableSandboxedEnvironment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+        )
+        self._compiled: dict[str, jinja2.Template] = {}
+
+    def render(self, source: str, context: Mapping[str, Any]) -> str:
+        if "{" not in source:  # fast path: most fields are plain text
+            return source
+        template = self._compiled.get(source)
+        try:
+            if template is None:
+                template = self._compiled[source] = self._env.from_string(source)
+            return template.render(context)
+        except jinja2.UndefinedError as exc:
+            raise RenderError(_undefined_message(exc, context)) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(f"template syntax error: {exc.message} (template line {exc.lineno})") from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise RenderError(f"template not allowed: {exc}") from None
+        except Exception as exc:  # filters raising on bad input, e.g. int('x')
+            raise RenderError(f"template failed: {type(exc).__name__}: {exc}") from None
+
+    def render_tree(self, value: Any, context: Mapping[str, Any]) -> Any:
+        """Render every string inside lists and mappings (used for `options`, `vars`)."""
+        if isinstance(value, str):
+            return self.render(value, context)
+        if isinstance(value, list):
+            return [self.render_tree(v, context) for v in value]
+        if isinstance(value, dict):
+            return {k: self.render_tree(v, context) for k, v in value.items()}
+        return value
+
+
+def _undefined_message(exc: jinja2.UndefinedError, context: Mapping[str, Any]) -> str:
+    import difflib
+
+    msg = exc.message or "undefined variable"
+    # jinja says: 'mood' is undefined
+    if msg.endswith(" is undefined") and msg.startswith("'"):
+        name = msg.split("'")[1]
+        close = difflib.get_close_matches(name, [str(k) for k in context], n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        known = ", ".join(sorted(str(k) for k in context)) or "none"
+        return f"undefined variable '{name}'{hint}; known: {known}"
+    return msg
+
+
+def to_number(text: Any, *, integer: bool) -> float | int:
+    """Convert a rendered numeric field; raise ValueError with a user-facing message."""
+    if isinstance(text, bool):
+        raise ValueError(f"must be a number, not {text}")
+    if isinstance(text, (int, float)):
+        value = text
+    else:
+        s = str(text).strip()
+        try:
+            value = int(s) if integer else float(s)
+        except ValueError:
+            try:
+                f = float(s)
+            except ValueError:
+                raise ValueError(f"must be a number, but the template gave {s!r}") from None
+            if not f.is_integer():
+                raise ValueError(f"must be a whole number, but the template gave {s!r}") from None
+            value = int(f)
+    if integer and isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"must be a whole number, not {value}")
+        value = int(value)
+    return value
