@@ -179,7 +179,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     by_provider: dict[str, float] = {}
     for r in rows:
         reasons = ",".join(r["reasons"])
-        cost = f"${r['cost_usd']:.4f}" if r["action"] in ("generate", "resume") else "-"
+        cost = ("free" if not r["cost_usd"] else f"${r['cost_usd']:.4f}") if r["action"] in ("generate", "resume") else "-"
         print(f"{r['id']:<{width}}  {r['action']:<11} {reasons:<28} {r['provider']:<10} {cost}")
         if r["action"] == "generate":
             by_provider[r["provider"]] = by_provider.get(r["provider"], 0.0) + r["cost_usd"]

@@ -105,11 +105,11 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     with Cache(manifest.cache_dir) as cache:
         planned = make_plan(manifest, specs, cache, options.force)
         paid = [pt for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
-        _refuse_unrunnable(paid, env)
         total = round(sum(pt.est_cost_usd for pt in paid), 6)
         if options.max_cost is not None and total > options.max_cost:
             raise BudgetError(f"estimated cost ${total:.2f} exceeds --max-cost ${options.max_cost:.2f}; nothing was submitted",
                               "run 'musicbuild plan' to see the cost per track")
+        _refuse_unrunnable(paid, env)
         reporter.plan_ready(planned)
         executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going), reporter)
         try:

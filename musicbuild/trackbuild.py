@@ -152,7 +152,7 @@ class TrackBuilder:
             self.err("seed", f"must be between 0 and {2**32 - 1}, not {seed}")
         self.ctx["seed"] = seed
 
-        prompt = self._one_of("prompt", "prompt_file")
+        prompt = (self._one_of("prompt", "prompt_file") or "").strip()
         lyrics = self._one_of("lyrics", "lyrics_file")
         tags = self._tags()
         if not prompt and not tags and "prompt" not in self.m and "prompt_file" not in self.m:

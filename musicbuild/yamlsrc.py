@@ -6,6 +6,7 @@ keys, which PyYAML silently lets the last one win, are reported as errors.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,20 +58,23 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[tuple[Path_, s
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise YamlSyntaxError(line, col, f"invalid YAML: {exc.problem or exc}") from None
+        line, col, message = _explain_syntax(exc, text)
+        raise YamlSyntaxError(line, col, f"invalid YAML: {message}") from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(1, 1, f"invalid YAML: {exc}") from None
     if node is None:
         return None, smap, problems
     constructor = yaml.SafeLoader("")  # only its scalar resolution is used
     smap.locations[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    data = _convert(node, (), smap, problems, constructor)
+    data = _convert(node, (), smap, problems, constructor, text)
     return data, smap, problems
 
 
-def _convert(node: yaml.Node, path: Path_, smap: SourceMap, problems: list, ctor: Any) -> Any:
+def _convert(node: yaml.Node, path: Path_, smap: SourceMap, problems: list, ctor: Any, text: str) -> Any:
+    template = _unquoted_template(node, text)
+    if template is not None:
+        problems.append((path, f"YAML reads the unquoted template {template} as a mapping; quote it: \"{template}\""))
+        return template
     if isinstance(node, yaml.MappingNode):
         ctor.flatten_mapping(node)  # resolves `<<` merge keys
         out: dict[str, Any] = {}
@@ -79,15 +83,81 @@ def _convert(node: yaml.Node, path: Path_, smap: SourceMap, problems: list, ctor
             key = str(key) if not isinstance(key, str) else key
             child = path + (key,)
             if key in out:
-                problems.append((child, f"duplicate key '{key}' (first one is ignored by YAML; remove one)"))
+                first = smap.locations[child][0]
+                problems.append((child, f"duplicate key '{key}': it is also set on line {first}, and YAML would "
+                                        "silently keep only the last value; remove one"))
             smap.locations[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _convert(value_node, child, smap, problems, ctor)
+            out[key] = _convert(value_node, child, smap, problems, ctor, text)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             child = path + (i,)
             smap.locations[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            items.append(_convert(item, child, smap, problems, ctor))
+            items.append(_convert(item, child, smap, problems, ctor, text))
         return items
     return ctor.construct_object(node, deep=True)
+
+
+def _unquoted_template(node: yaml.Node, text: str) -> str | None:
+    """``key: {{ name }}`` written without quotes: YAML sees a flow mapping inside a flow mapping."""
+    if not (isinstance(node, yaml.MappingNode) and node.flow_style and len(node.value) == 1):
+        return None
+    inner, value = node.value[0]
+    if not (isinstance(inner, yaml.MappingNode) and isinstance(value, yaml.ScalarNode) and value.value == ""):
+        return None
+    return text[node.start_mark.index:node.end_mark.index]
+
+
+def _explain_syntax(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str]:
+    """A PyYAML parse error as (line, col, message) a person can act on."""
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = exc.problem or str(exc)
+    ctx = exc.context_mark
+    ctx_at = f"line {ctx.line + 1}, column {ctx.column + 1}" if ctx else ""
+    lines = text.splitlines()
+    src = lines[line - 1] if 0 < line <= len(lines) else ""
+    context = exc.context or ""
+    if "\t" in src[: len(src) - len(src.lstrip())] or "tab" in problem:
+        return line, col, "a tab is used for indentation; YAML indents with spaces only (replace it with spaces)"
+    found = re.match(r"^[ \t]*(?:-[ \t]+)?([^:#]+):[ \t]+(\{\{.*?)[ \t]*$", src)
+    if found:
+        key, value = found.group(1).strip(), found.group(2)
+        quoted = f"'{value}'" if '"' in value else f'"{value}"'
+        return line, col, f"a value that starts with {{{{ must be quoted, or YAML reads it as a mapping: {key}: {quoted}"
+    if "quoted scalar" in context and ctx:
+        return ctx.line + 1, ctx.column + 1, "this quoted string is never closed (add the closing quote)"
+    if "flow sequence" in context or "flow mapping" in context:
+        closer = "]" if "sequence" in context else "}"
+        return line, col, f"the {'list' if closer == ']' else 'mapping'} opened at {ctx_at} is not closed with '{closer}'"
+    indentation = ("expected '-' indicator", "expected key", "<block end>", "mapping values are not allowed")
+    if any(p in problem for p in indentation):
+        levels = _open_levels([ln for ln in lines[: line - 1] if ln.strip() and not ln.lstrip().startswith("#")])
+        mine = len(src) - len(src.lstrip(" "))
+        if levels and mine not in levels:
+            where = ", ".join(map(str, levels[:-1])) + (" or " if len(levels) > 1 else "") + str(levels[-1])
+            return line, col, (f"bad indentation: this line is indented by {mine} spaces, but the blocks above "
+                               f"it are indented by {where}; line it up with the key it belongs next to")
+    if "expected '-' indicator" in problem and ctx_at:
+        return line, col, (f"bad indentation: items of the list that starts at {ctx_at} must begin with '- ' "
+                           "(or indent this line further to belong to the item above)")
+    if any(p in problem for p in indentation[1:3]):
+        return line, col, "bad indentation: this line does not line up with the lines above it"
+    if "mapping values are not allowed" in problem:
+        return line, col, ("unexpected ':' here: quote a value that contains ': ', "
+                           "or fix the indentation of this line")
+    return line, col, f"{problem} ({context} at {ctx_at})" if context and ctx_at else problem
+
+
+def _open_levels(above: list[str]) -> list[int]:
+    """Indentations a next line could line up with: the open blocks, innermost first."""
+    levels: list[int] = []
+    for ln in reversed(above):
+        ind = len(ln) - len(ln.lstrip(" "))
+        for level in ([ind + 2] if ln.lstrip(" ").startswith("- ") else []) + [ind]:
+            if not levels or level < levels[-1]:
+                levels.append(level)
+        if levels and levels[-1] == 0:
+            break
+    return levels

@@ -103,7 +103,7 @@ _INSTS = {
     "brass": _Inst(_saw(18), _saw(5), 0.5, 0.06, 0.4, 0.8, 0.15, detune=5, vibrato=8, gain=0.55),
     "piano": _Inst(_saw(16, 0.12), (1, 0.3, 0.1), 0.35, 0.002, 1.1, release=0.2, gain=0.8),
     "epiano": _Inst((1,), (), 0.6, 0.003, 1.2, release=0.2, fm=(1.0, 1.4), gain=0.7),
-    "bell": _Inst((1,), (), 0.8, 0.002, 1.6, release=0.3, fm=(3.5, 2.0), gain=0.5),
+    "bell": _Inst((1,), (), 0.8, 0.002, 1.6, release=0.3, fm=(3.5, 2.0), gain=0.8),
     "pluck": _Inst(tuple(a * abs(math.sin(math.pi * k * 0.22)) for k, a in enumerate(_saw(20), 1)),
                    (1, 0.3, 0.1), 0.12, 0.002, 0.8, release=0.08, detune=3, gain=0.7),
     "harp": _Inst(_saw(8, 0.3), (1, 0.15), 0.25, 0.002, 1.3, release=0.2, gain=0.8),
@@ -112,9 +112,9 @@ _INSTS = {
     "synth_pluck": _Inst(_saw(20), (1, 0.4, 0.1), 0.08, 0.002, 0.22, release=0.06, detune=8, gain=0.6),
     "pad": _Inst(_saw(16, 0.1), (1, 0.5, 0.25, 0.12, 0.06), 1.5, 0.5, release=0.9, detune=14,
                  vibrato=4, gain=0.4),
-    "square": _Inst(_odd(15), attack=0.002, amp_decay=0.25, sustain=0.6, release=0.03, gain=0.3),
-    "triangle": _Inst(_odd(9, 2.0), attack=0.002, release=0.02, gain=0.9),
-    "sub": _Inst((1, 0.12), attack=0.005, release=0.06, gain=0.9),
+    "square": _Inst(_odd(15), attack=0.002, amp_decay=0.25, sustain=0.6, release=0.03, gain=0.35),
+    "triangle": _Inst(_odd(9, 2.0), attack=0.002, release=0.02, gain=0.6),
+    "sub": _Inst((1, 0.12), attack=0.005, release=0.06, gain=0.6),
     "synth_bass": _Inst(_saw(12), (1, 0.35, 0.1), 0.12, 0.003, 0.4, 0.7, 0.05, gain=0.7),
     "bass_guitar": _Inst(_saw(8, 0.15), (1, 0.3), 0.25, 0.003, 1.2, 0.2, 0.06, gain=0.9),
     "upright": _Inst((1, 0.5, 0.25, 0.1), (1, 0.2), 0.15, 0.004, 0.7, release=0.08, gain=0.9),
@@ -148,12 +148,12 @@ _KITS: dict[str, list[tuple[str, float, float, tuple[str, ...]]]] = {
     "brush": [("kick", 0.5, 0.0, ("x...............", "x.......x.......", "x.....x...x.....")),
               ("brush", 0.6, 0.1, (_S[1], _S[1], "....x..x....x.x.")),
               ("ride", 0.5, -0.3, ("x...x.x.x...x.x.",) * 3), ("hat", 0.35, 0.3, (_S[1],) * 3)],
-    "orch": [("timpani", 1.0, 0.0, ("x...............", "x.......x.......", "x..x..x.x..x..x.")),
+    "orch": [("timpani", 0.6, 0.0, ("x...............", "x.......x.......", "x..x..x.x..x..x.")),
              ("snare", 0.45, 0.1, ("................",) * 2 + ("....x.......x.xx",))],
     "chip": [("chip_kick", 0.9, 0.0, _K), ("chip_snare", 0.6, 0.0, _S), ("chip_hat", 0.35, 0.2, _H)],
 }
-_ROLES = {"chords": (0.42, 0.0, 0.5), "bass": (0.75, 0.0, 0.0), "arp": (0.3, 0.35, 0.45),
-          "lead": (0.5, -0.12, 0.35), "voice": (0.55, 0.0, 0.4)}  # (gain, pan, reverb send)
+_ROLES = {"chords": (0.42, 0.0, 0.5), "bass": (0.5, 0.0, 0.0), "arp": (0.4, 0.35, 0.45),
+          "lead": (0.8, -0.12, 0.35), "voice": (0.8, 0.0, 0.4)}  # (gain, pan, reverb send)
 
 
 def _words(prompt: str, tags: Sequence[str]) -> tuple[str, set[str]]:
@@ -249,13 +249,14 @@ def _samples(sr: int) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in {**out, "breath": breath / np.abs(breath).max()}.items()}
 
 
-def _comb(x: np.ndarray, d: int, g: float) -> np.ndarray:
+def _comb(x: np.ndarray, d: int, g: float, buf: np.ndarray) -> np.ndarray:
     """Damped feedback comb y[n] = x[n] + g*lp(y[n-d]), computed a whole delay-line block at
-    a time (each block depends only on the previous one), so the Python loop runs n/d times."""
+    a time (each block depends only on the previous one), so the Python loop runs n/d times.
+    `buf` is reused scratch (fresh pages are costly on big renders)."""
     m = -(-len(x) // d)
-    buf = np.zeros(m * d, np.float32)
     buf[: len(x)] = x
-    rows = buf.reshape(m, d)
+    buf[len(x) : m * d] = 0
+    rows = buf[: m * d].reshape(m, d)
     for i in range(1, m):
         prev = rows[i - 1]
         rows[i, 0] += g * prev[0]
@@ -263,15 +264,18 @@ def _comb(x: np.ndarray, d: int, g: float) -> np.ndarray:
     return buf[: len(x)]
 
 
-def _reverb(send: np.ndarray, sr: int, t60: float) -> np.ndarray:
-    """Schroeder-style room: four parallel combs, summed with alternating signs for width."""
-    out = np.zeros((len(send), 2), np.float32)
+def _reverb(send: np.ndarray, sr: int, t60: float, out: np.ndarray, wet: float) -> None:
+    """Schroeder-style room added into `out`: four parallel combs, alternating signs for width."""
+    buf = np.empty(len(send) + 2 * sr // 25, np.float32)
     for j, d in enumerate((1557, 1617, 1491, 1422)):
         d = max(1, int(d * sr / 44100))
-        c = _comb(send, d, 10 ** (-3 * d / (sr * t60)))
-        out[:, 0] += c
-        out[:, 1] += c if j % 2 == 0 else -c
-    return out * 0.2
+        c = _comb(send, d, 10 ** (-3 * d / (sr * t60)), buf)
+        c *= np.float32(wet)
+        out[0] += c
+        if j % 2:
+            out[1] -= c
+        else:
+            out[1] += c
 
 
 class _Song:
@@ -280,8 +284,9 @@ class _Song:
     def __init__(self, plan: dict[str, Any], rng: np.random.Generator, n: int, sr: int) -> None:
         self.p, self.rng, self.n, self.sr = plan, rng, n, sr
         self.spb = 60.0 / plan["bpm"]
-        self.dry = np.zeros((n, 2), np.float32)
+        self.dry = np.zeros((2, n), np.float32)  # channel-first: each row is contiguous
         self.send = np.zeros(n, np.float32)
+        self.tmp = np.empty(0, np.float32)
         self.cache: dict[tuple[str, int, int], np.ndarray] = {}
         self.scale = _SCALES[plan["mode"]]
         self.tonic = plan["_root"]
@@ -298,7 +303,7 @@ class _Song:
         return tones
 
     def note(self, name: str, midi: int, n_on: int) -> np.ndarray:
-        """Render (or fetch) one note as a float32 (samples, 2) array including its release."""
+        """Render (or fetch from the per-song cache) one note as float32 (2, samples), release included."""
         key = (name, midi, n_on)
         if key in self.cache:
             return self.cache[key]
@@ -306,43 +311,58 @@ class _Song:
         ins, sr = _INSTS[base], self.sr
         f = 440.0 * 2 ** ((midi - 69) / 12)
         n = n_on + int(ins.release * sr)
-        t = np.arange(n) / sr
-        env = np.minimum(t / ins.attack, 1.0) * np.clip(1 - (t - n_on / sr) / ins.release, 0, 1)
+        t = np.arange(n) / sr  # float64: phases of long notes need the precision
+        t32 = t.astype(np.float32)
+        env = np.full(n, ins.gain, np.float32)
+        na = min(n, int(ins.attack * sr))
+        env[:na] *= np.arange(na, dtype=np.float32) / max(na, 1)
+        env[n_on:] *= np.linspace(1, 0, n - n_on, dtype=np.float32)
         if ins.amp_decay:
-            env *= ins.sustain + (1 - ins.sustain) * np.exp(-t / ins.amp_decay)
+            env *= ins.sustain + (1 - ins.sustain) * np.exp(t32 * np.float32(-1 / ins.amp_decay))
         nh = max(1, int(0.45 * sr / f))
         tb = _table((_vowel(vowel, f) if vowel else ins.bright)[:nh])
         td = _table(ins.dull[:nh]) if ins.dull else None
-        fade = np.exp(-t / ins.tone_decay) if ins.tone_decay else 1.0
-        pm = 0.0
-        if ins.vibrato:
-            pm = f * ins.vibrato / 1731 / (2 * np.pi * 5.5) * np.sin(2 * np.pi * 5.5 * t) * np.minimum(t / 0.4, 1)
-        voices = []
-        for cents in (-ins.detune / 2, ins.detune / 2) if ins.detune else (0.0,):
-            ph = f * 2 ** (cents / 1200) * t + pm
-            if ins.fm[1]:
-                w = np.sin(2 * np.pi * ph + ins.fm[1] * min(1.0, 800 / f) * fade * np.sin(2 * np.pi * ins.fm[0] * ph))
+        fade = np.exp(t32 * np.float32(-1 / ins.tone_decay)) if ins.tone_decay else np.float32(1)
+        pm: Any = 0.0  # phase offset in table steps
+        if ins.vibrato:  # phase modulation equal to +-vibrato cents at 5.5 Hz, eased in
+            depth = np.float32(f * ins.vibrato / 1731 / (2 * np.pi * 5.5) * _T)
+            pm = depth * np.sin(t32 * np.float32(2 * np.pi * 5.5)) * np.minimum(t32 / np.float32(0.4), 1)
+        out = np.empty((2, n), np.float32)
+        sine = _table((1.0,))
+        for c, cents in enumerate((-ins.detune / 2, ins.detune / 2) if ins.detune else (0.0,)):
+            fc = f * 2 ** (cents / 1200) * _T
+            if ins.fm[1]:  # phase-modulation synthesis from the sine table (no float64 sin)
+                mod = np.take(sine, (t * (fc * ins.fm[0])).astype(np.int32) & (_T - 1))
+                mod *= fade * np.float32(ins.fm[1] * min(1.0, 800 / f) * _T / (2 * np.pi))
+                w = np.take(sine, (t * fc + (mod + pm)).astype(np.int32) & (_T - 1))
             else:
-                idx = (ph * _T).astype(np.int64) & (_T - 1)
-                w = tb[idx] if td is None else td[idx] + fade * (tb[idx] - td[idx])
-            voices.append(w * env)
-        out = np.stack([voices[0], voices[-1]], axis=1)
+                idx = (t * fc + pm).astype(np.int32) & (_T - 1)
+                w = np.take(tb, idx)
+                if td is not None:
+                    dull = np.take(td, idx)
+                    w = dull + fade * (w - dull)
+            np.multiply(w, env, out=out[c])
+        if not ins.detune:
+            out[1] = out[0]
         if ins.noise:
-            out += (ins.noise * env * np.resize(_samples(sr)["breath"], n))[:, None]
-        self.cache[key] = out = (out * ins.gain).astype(np.float32)
+            out += np.float32(ins.noise) * env * np.resize(_samples(sr)["breath"], n)
+        self.cache[key] = out
         return out
 
     def add(self, wave: np.ndarray, sec: float, gain: float, pan: float, send: float) -> None:
+        """Mix a note (2, n) or hit (n,) into the dry bus (constant-power pan) and reverb send."""
         i = max(0, int(round(sec * self.sr)))
-        w = wave[: max(0, self.n - i)]
-        if not len(w):
+        w = wave[..., : max(0, self.n - i)]
+        m = w.shape[-1]
+        if not m:
             return
-        a = (pan + 1) * np.pi / 4
-        if w.ndim == 1:
-            w = w[:, None]
-        self.dry[i : i + len(w)] += w * np.array([math.cos(a), math.sin(a)], np.float32) * (gain * 1.41)
+        if len(self.tmp) < m:  # reused scratch: large temporaries would be fresh mmaps each time
+            self.tmp = np.empty(m, np.float32)
+        tmp, a = self.tmp[:m], (pan + 1) * np.pi / 4
+        for c, g in enumerate((math.cos(a), math.sin(a))):
+            self.dry[c, i : i + m] += np.multiply(w[c if w.ndim == 2 else ...], np.float32(g * gain * 1.41), out=tmp)
         if send:
-            self.send[i : i + len(w)] += w[:, 0] * (gain * send)
+            self.send[i : i + m] += np.multiply(w[0 if w.ndim == 2 else ...], np.float32(gain * send), out=tmp)
 
     def play(self, role: str, name: str, beat: float, beats: float, midi: int, vel: float = 1.0) -> None:
         sec = self.sec(beat) + (0.0 if name in _SUSTAINED else float(self.rng.normal(0, 0.004)))
@@ -422,7 +442,8 @@ class _Song:
             if bi % bpc == 0:
                 prev = self.voicing(chord, prev, center)
             self.chords_bar(ins["chords"], bar, bi % bpc == 0, bpc, level, prev)
-            self.bass_bar(ins["bass"], bar, chord, level, self.chord(progs[1 if form == 2 else 0][(bi // bpc + 1) % 4]))
+            nxt = self.chord(progs[1 if form == 2 else 0][(bi // bpc + 1) % 4])
+            self.bass_bar(ins["bass"], bar, chord, level, nxt, 4 * bpc if bi % bpc == 0 else 0)
             if ins["arp"] and (not intro or n_bars < 8):
                 self.arp_bar(ins["arp"], bar, prev, level, shape)
             if not intro or n_bars < 8:
@@ -469,7 +490,8 @@ class _Song:
                 stagger = 0.012 * j / self.spb if base == "pluck" else 0.0
                 self.play("chords", name, bar * 4 + beat + stagger, beats, m, 0.9 if k == 0 else 0.7)
 
-    def bass_bar(self, name: str, bar: int, chord: list[int], level: int, nxt: list[int]) -> None:
+    def bass_bar(self, name: str, bar: int, chord: list[int], level: int, nxt: list[int], hold: int) -> None:
+        """Bass line by style and energy: held roots, pop syncopation, 8ths, EDM off-beats, walking."""
         root = 33 + (self.tonic + chord[0] - 9) % 12
         style = self.p["style"]
         if style == "jazz" and level >= 1:
@@ -481,7 +503,7 @@ class _Song:
         elif style in ("rock", "chiptune") and level >= 1:
             notes = [(i / 2, 0.45, root + (12 if style == "chiptune" and i % 2 else 0)) for i in range(8)]
         elif level == 0 or style in ("ambient", "orchestral"):
-            notes = [(0, 4, root)] if level < 2 else [(0, 2, root), (2, 2, root)]
+            notes = [(0, hold, root)] * bool(hold) if level < 2 else [(0, 2, root), (2, 2, root)]
         else:
             notes = [(0, 1.5, root), (1.5, 1.0, root), (2.5, 1.5, root + 7)]
         for beat, beats, m in notes:
@@ -499,15 +521,20 @@ class _Song:
         """Reverb, fades, gentle saturation, and normalisation (louder for energetic specs)."""
         sr, e = self.sr, self.p["energy"]
         t60 = 1.2 + 2.0 * (1 - e) + (2.0 if self.p["style"] == "ambient" else 0.0)
-        out = self.dry + _reverb(self.send, sr, t60) * (1.0 + (1 - e))
+        out = self.dry
+        _reverb(self.send, sr, t60, out, 0.2 * (2 - e))
+        del self.send
         dur = self.n / sr
         for n_f, sl in ((int(min(1.5, 0.08 * dur) * sr), slice(None)), (int(min(4.0, 0.2 * dur) * sr), slice(None, None, -1))):
             if n_f > 1:
-                out[sl][:n_f] *= (np.sin(np.linspace(0, np.pi / 2, n_f, dtype=np.float32)) ** 2)[:, None]
-        peak = float(np.abs(out).max())
+                out[:, sl][:, :n_f] *= np.sin(np.linspace(0, np.pi / 2, n_f, dtype=np.float32)) ** 2
+        peak = max(float(out.max()), -float(out.min()))
         if peak > 0:
-            out = np.tanh(out * (1.3 / peak)) * ((0.8 + 0.15 * e) / math.tanh(1.3))
-        return np.ascontiguousarray(np.clip(out, -0.98, 0.98), dtype=np.float32)
+            out *= np.float32(1.3 / peak)
+            np.tanh(out, out=out)
+            out *= np.float32((0.8 + 0.15 * e) / math.tanh(1.3))
+        np.clip(out, -0.98, 0.98, out=out)
+        return np.ascontiguousarray(out.T)
 
 
 def synthesize(*, prompt: str, tags: Sequence[str] = (), bpm: float | None = None,
