@@ -13,6 +13,8 @@ corrupted cache costs a re-generation at worst, never a wrong output.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -125,6 +127,29 @@ class Cache:
 
     def remove_output(self, path: Path) -> None:
         self.index.delete("out:" + str(path))
+
+
+@contextlib.contextmanager
+def exclusive_build(directory: Path) -> Iterator[None]:
+    """One build per cache at a time: two builds racing would submit the same paid job twice."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "build.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise CacheError(f"another build is using the cache {directory} ({holder}); wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _default_mode() -> int:

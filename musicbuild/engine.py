@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from . import stamp
-from .cache import Cache
+from .cache import Cache, exclusive_build
 from .errors import BudgetError, ConfigError, ManifestError, UsageError
 from .executor import ExecOptions, Executor, Reporter
 from .manifest import Manifest
@@ -102,7 +102,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     specs = select(manifest, options.targets)
     providers = check_inputs(manifest, specs, env)
     summary = BuildSummary(manifest=str(manifest.path), started_at=now())
-    with Cache(manifest.cache_dir) as cache:
+    with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
         planned = make_plan(manifest, specs, cache, options.force)
         paid = [pt for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
         total = round(sum(pt.est_cost_usd for pt in paid), 6)

@@ -159,3 +159,25 @@ def test_schema_command_prints_the_schema(capsys) -> None:
 
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "musicbuild manifest"
+
+
+def test_sigterm_stops_like_ctrl_c(project: Project) -> None:
+    _many(project, 12)
+    proc = subprocess.Popen(MUSICBUILD + ["build", "-j", "2"], cwd=project.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((project.root / "build").glob("*.flac")):
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+
+
+def test_a_second_concurrent_build_is_refused(project: Project) -> None:
+    from musicbuild.cache import exclusive_build
+
+    _many(project, 2)
+    with exclusive_build(project.root / ".musicbuild"):
+        result = project.run("build")
+    assert result.code == 1 and "another build is using the cache" in result.err
+    assert project.run("build").code == 0
