@@ -38,14 +38,20 @@ def sha256_hex(data: str | bytes) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-_input_hashes: dict[Path, str] = {}
+_input_hashes: dict[tuple[Path, int, int, int], str] = {}
 
 
 def input_sha256(path: Path) -> str:
-    """Hash of an input file (reference audio, cover); memoised because matrix tracks share files."""
-    if path not in _input_hashes:
-        _input_hashes[path] = file_sha256(path)
-    return _input_hashes[path]
+    """Hash of an input file (reference audio, cover); memoised because matrix tracks share files.
+
+    The memo is keyed by size and change times too, so a long-lived process (a watcher, a test
+    run) that sees the file edited hashes it again instead of reusing a stale key.
+    """
+    st = path.stat()
+    memo = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if memo not in _input_hashes:
+        _input_hashes[memo] = file_sha256(path)
+    return _input_hashes[memo]
 
 
 def generation_key(spec: TrackSpec) -> str:

@@ -95,40 +95,78 @@ class _Loader:
         for p, msg in dupes:
             self.error(p, msg)
         if not isinstance(data, dict):
-            self.error((), "the manifest must be a mapping with 'version' and 'tracks'")
+            self.error((), "the manifest is empty: start it with 'version: 1' and a 'tracks:' list" if data is None
+                       else f"the manifest must be a mapping with 'version' and 'tracks', not {schema._show(data)}")
             self.fail_if_errors()
-        for p, msg in schema.validate(data):
-            self.error(p, msg)
-        self.fail_if_errors()
+        broken = self._schema(data)
 
         top_vars = self._top_vars(data.get("vars", {}))
         output_dir = self._dir(data, "output_dir", "build", top_vars)
         cache_env = self.env.get("MUSICBUILD_CACHE_DIR")
         cache_dir = Path(cache_env).resolve() if cache_env else self._dir(data, "cache_dir", ".musicbuild", top_vars)
         providers = self._providers(data.get("providers", {}))
-        self.fail_if_errors()
 
         defaults = data.get("defaults", {})
         tracks: list[TrackSpec] = []
         origins: dict[str, Path_] = {}
+        combos: dict[str, Mapping[str, Any]] = {}
         outs: dict[Path, str] = {}
         for i, raw_track in enumerate(data["tracks"]):
-            for spec in self._expand(i, raw_track, defaults, top_vars, providers, output_dir):
+            dropped = broken.get(i, frozenset())
+            if dropped:
+                # Schema errors are already reported; still render the rest of the entry so its other
+                # mistakes show up in the same run, but build nothing from it.
+                if dropped & {"", "id", "matrix"}:
+                    continue
+                raw_track = {k: v for k, v in raw_track.items() if k not in dropped}
+            expanded = self._expand(i, raw_track, defaults, top_vars, providers, output_dir, dropped)
+            if dropped:
+                continue
+            for spec, combo in expanded:
                 origin: Path_ = ("tracks", i)
                 if spec.id in origins:
-                    self.error(origin + ("id",), f"duplicate track id '{spec.id}' (also {format_path(origins[spec.id])})")
+                    self.error(origin + ("id",), self._duplicate_id(spec.id, origins[spec.id], combos[spec.id], origin, combo))
                     continue
                 origins[spec.id] = origin
+                combos[spec.id] = combo
                 for o in spec.outputs:
                     if o.path in outs:
-                        self.error(origin + ("out",), f"output {o.rel} is also written by track '{outs[o.path]}'")
+                        first = outs[o.path]
+                        self.error(origin + ("out",),
+                                   f"output '{o.rel}' is also written by track '{first}' ({format_path(origins[first])}, "
+                                   f"line {self.smap.where(origins[first])[0]}); give each track its own out "
+                                   f"(the default is {{{{ id }}}}.{{{{ format }}}}){_combo_note(combo)}")
                     outs[o.path] = spec.id
                 tracks.append(spec)
         if not data["tracks"]:
-            self.error(("tracks",), "no tracks: add at least one")
+            self.error(("tracks",), "is empty: add at least one track")
         self.fail_if_errors()
         return Manifest(self.path, self.root, output_dir, cache_dir, providers, tuple(tracks), self.smap,
                         hashlib.sha256(self.raw).hexdigest(), origins)
+
+    def _schema(self, data: dict) -> dict[int, frozenset[str]]:
+        """Report schema errors. Stop if any is outside ``tracks[i]``; else return the fields to drop."""
+        broken: dict[int, set[str]] = {}
+        fatal = False
+        for p, msg in schema.validate(data):
+            self.error(p, msg)
+            if len(p) >= 2 and p[0] == "tracks" and isinstance(p[1], int):
+                broken.setdefault(p[1], set()).add(str(p[2]) if len(p) > 2 else "")
+            else:
+                fatal = True
+        if fatal:
+            self.fail_if_errors()
+        return {i: frozenset(fields) for i, fields in broken.items()}
+
+    def _duplicate_id(self, track_id: str, first: Path_, first_combo: Mapping[str, Any], origin: Path_,
+                      combo: Mapping[str, Any]) -> str:
+        if first == origin and combo:
+            differ = [k for k in combo if not _same(combo[k], first_combo.get(k))]
+            return (f"id renders to '{track_id}' for more than one matrix combination ({_combo_text(first_combo)} "
+                    f"and {_combo_text(combo)}); put every matrix variable in the id, e.g. add "
+                    + " ".join(f"{{{{ {k} }}}}" for k in differ))
+        return (f"duplicate track id '{track_id}': {format_path(first)} (line {self.smap.where(first)[0]}) "
+                f"already uses it; ids must be unique{_combo_note(combo)}")
 
     def _top_vars(self, raw: dict) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -181,7 +219,7 @@ class _Loader:
         return out
 
     def _expand(self, i: int, track: dict, defaults: dict, top_vars: dict, providers: dict,
-                output_dir: Path) -> list[TrackSpec]:
+                output_dir: Path, dropped: frozenset[str] = frozenset()) -> list[tuple[TrackSpec, dict[str, Any]]]:
         merged, origin_of = _merge_defaults(i, track, defaults)
         matrix = track.get("matrix")
         combos: list[dict[str, Any]] = [{}]
@@ -189,10 +227,10 @@ class _Loader:
             combos = self._matrix(i, matrix)
         specs = []
         for combo in combos:
-            builder = TrackBuilder(self, i, merged, origin_of, top_vars, combo, providers, output_dir)
+            builder = TrackBuilder(self, i, merged, origin_of, top_vars, combo, providers, output_dir, dropped)
             spec = builder.build()
             if spec is not None:
-                specs.append(spec)
+                specs.append((spec, combo))
         return specs
 
     def _matrix(self, i: int, matrix: dict) -> list[dict[str, Any]]:
@@ -202,10 +240,15 @@ class _Loader:
             return []
         excludes = matrix.get("exclude", [])
         for j, ex in enumerate(excludes):
-            for k in ex:
+            for k, v in ex.items():
+                where = ("tracks", i, "matrix", "exclude", j, k)
                 if k not in axes:
-                    self.error(("tracks", i, "matrix", "exclude", j, k),
-                               f"'{k}' is not a matrix variable{schema.did_you_mean(k, list(axes))}")
+                    self.error(where, f"'{k}' is not a matrix variable{schema.did_you_mean(k, list(axes))}; "
+                                      f"the variables are {', '.join(axes)}")
+                elif not any(_same(v, x) for x in axes[k]):
+                    values = [str(x) for x in axes[k]]
+                    self.error(where, f"{v!r} is not a value of {k}{schema.did_you_mean(str(v), values)}, so this "
+                                      f"exclude matches nothing; the values are {', '.join(values)}")
         combos = []
         for values in itertools.product(*axes.values()):
             combo = dict(zip(axes, values))
@@ -213,7 +256,8 @@ class _Loader:
                 continue
             combos.append(combo)
         if not combos:
-            self.error(("tracks", i, "matrix"), "every combination is excluded: this entry builds nothing")
+            self.error(("tracks", i, "matrix", "exclude"),
+                       "excludes every combination, so this entry builds nothing; remove or narrow the excludes")
         return combos
 
     def read_text(self, path: Path) -> str:
@@ -227,6 +271,14 @@ class _Loader:
 
 def _same(a: Any, b: Any) -> bool:
     return a == b or str(a) == str(b)
+
+
+def _combo_text(combo: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in combo.items())
+
+
+def _combo_note(combo: Mapping[str, Any]) -> str:
+    return f" [matrix {_combo_text(combo)}]" if combo else ""
 
 
 def _merge_defaults(i: int, track: dict, defaults: dict) -> tuple[dict, dict[str, Path_]]:
@@ -249,7 +301,8 @@ def _check_base_url(url: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"must be an http(s) URL, not {url!r}"
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        return "must use https:// (plain http is allowed only for loopback hosts such as 127.0.0.1)"
+        return (f"plain http to {parts.hostname} would send your API key and prompts unencrypted; use "
+                f"https://{url[len('http://'):]} (http is allowed only for loopback hosts such as 127.0.0.1)")
     return None
 
 

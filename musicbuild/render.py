@@ -12,7 +12,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
 class RenderError(Exception):
-    """A template failed; ``message`` is user-facing."""
+    """A template failed; ``args[0]`` is the user-facing message."""
+
+
+_SYNTAX_HINT = "write variables as {{ name }} and blocks as {% if ... %}...{% endif %}"
 
 
 class Renderer:
@@ -22,7 +25,8 @@ class Renderer:
         )
         self._compiled: dict[str, jinja2.Template] = {}
 
-    def render(self, source: str, context: Mapping[str, Any]) -> str:
+    def render(self, source: str, context: Mapping[str, Any], origin: str | None = None) -> str:
+        """Render ``source``; ``origin`` names the file it came from, for messages."""
         if "{" not in source:  # fast path: most fields are plain text
             return source
         template = self._compiled.get(source)
@@ -30,14 +34,17 @@ class Renderer:
             if template is None:
                 template = self._compiled[source] = self._env.from_string(source)
             return template.render(context)
-        except jinja2.UndefinedError as exc:
-            raise RenderError(_undefined_message(exc, context)) from None
         except jinja2.TemplateSyntaxError as exc:
-            raise RenderError(f"template syntax error: {exc.message} (template line {exc.lineno})") from None
+            message, line = f"template syntax error: {(exc.message or '').rstrip('.')}; {_SYNTAX_HINT}", exc.lineno
+        except jinja2.UndefinedError as exc:
+            message, line = _undefined_message(exc, context), _template_line(exc)
         except jinja2.exceptions.SecurityError as exc:
-            raise RenderError(f"template not allowed: {exc}") from None
+            message = (f"template not allowed: {str(exc).rstrip('.')} (templates are sandboxed: use variables "
+                       "and filters, not Python internals)")
+            line = _template_line(exc)
         except Exception as exc:  # filters raising on bad input, e.g. int('x')
-            raise RenderError(f"template failed: {type(exc).__name__}: {exc}") from None
+            message, line = f"template failed: {type(exc).__name__}: {exc}", _template_line(exc)
+        raise RenderError(_located(message, source, origin, line))
 
     def render_tree(self, value: Any, context: Mapping[str, Any]) -> Any:
         """Render every string inside lists and mappings (used for `options`, `vars`)."""
@@ -48,6 +55,24 @@ class Renderer:
         if isinstance(value, dict):
             return {k: self.render_tree(v, context) for k, v in value.items()}
         return value
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line an exception was raised on (Jinja rewrites tracebacks to point there)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _located(message: str, source: str, origin: str | None, line: int | None) -> str:
+    if origin:
+        return f"{origin}, line {line}: {message}" if line else f"{origin}: {message}"
+    if line and source.rstrip("\n").count("\n"):
+        return f"{message} (template line {line})"
+    return message
 
 
 def _undefined_message(exc: jinja2.UndefinedError, context: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Protocol
 from .model import Metadata, OutputSpec, ProviderConfig, TrackSpec
 from .providers.catalog import TYPES, clip_count
 from .render import Renderer, RenderError, to_number
+from .schema import format_hint, seconds_hint
 from .yamlsrc import Path_
 
 ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -52,8 +53,10 @@ class _Skip(Exception):
 class TrackBuilder:
     def __init__(self, loader: LoaderLike, index: int, merged: dict, origin_of: dict[str, Path_],
                  top_vars: Mapping[str, Any], combo: Mapping[str, Any],
-                 providers: Mapping[str, ProviderConfig], output_dir: Path) -> None:
+                 providers: Mapping[str, ProviderConfig], output_dir: Path,
+                 dropped: frozenset[str] = frozenset()) -> None:
         self.ld = loader
+        self.dropped = dropped  # fields removed because they failed the schema: build for diagnostics only
         self.i = index
         self.m = merged
         self.origin_of = origin_of
@@ -101,12 +104,12 @@ class TrackBuilder:
         rendered = self._guard(field, lambda: self.ld.renderer.render(raw, self.ctx) if isinstance(raw, str) else raw)
         if rendered is None:
             return None
-        return self._guard(field, lambda: to_number(rendered, integer=integer))
+        return self._guard(field, lambda: _number(field, rendered, integer))
 
     def input_file(self, field: str, rel: str, *rest: str | int) -> Path | None:
         path = self.ld.resolve_input(rel)
         if not path.is_file():
-            self.err(field, f"file not found: {rel} (relative to {self.ld.root})", *rest)
+            self.err(field, _missing_file(rel, path), *rest)
             return None
         self.files.append(path)
         return path
@@ -124,38 +127,40 @@ class TrackBuilder:
             self.err(field, f"{rel} is not UTF-8 text")
             return None
         try:
-            return self.ld.renderer.render(source, self.ctx)
+            return self.ld.renderer.render(source, self.ctx, origin=rel)
         except RenderError as exc:
-            self.err(field, f"in {rel}: {exc.args[0]}")
+            self.err(field, exc.args[0])
             return None
 
     # -- the build ---------------------------------------------------------------------------
     def build(self) -> TrackSpec | None:
         track_id = self.text("id") or ""
         if track_id and not ID_RE.match(track_id):
-            self.err("id", f"id {track_id!r} may only use letters, digits, '.', '_' and '-'")
+            better = re.sub(r"[^A-Za-z0-9._-]+", "-", track_id).strip("-")
+            self.err("id", f"id {track_id!r} may only use letters, digits, '.', '_' and '-'"
+                     + (f" (e.g. '{better}')" if better else ""))
         self.ctx["id"] = track_id
-        fmt = self.text("format", DEFAULT_FORMAT)
+        fmt = None if "format" in self.dropped else self.text("format", DEFAULT_FORMAT)
         if fmt is not None and fmt not in FORMATS:
-            self.err("format", f"must be one of {', '.join(FORMATS)}, not {fmt!r}")
+            self.err("format", f"unknown format {fmt!r}{format_hint(fmt)}; must be one of {', '.join(FORMATS)}")
         self.ctx["format"] = fmt
         duration = self.number("duration", integer=False, default=DEFAULT_DURATION)
         if duration is not None and not 0 < duration <= MAX_DURATION:
-            self.err("duration", f"must be > 0 and <= {MAX_DURATION:g} seconds, not {duration:g}")
+            self.err("duration", f"must be a number of seconds > 0 and <= {MAX_DURATION:g}, not {duration:g}")
         self.ctx["duration"] = duration
         bpm = self.number("bpm", integer=False)
         if bpm is not None and not 20 <= bpm <= 400:
-            self.err("bpm", f"must be between 20 and 400, not {bpm:g}")
+            self.err("bpm", f"must be a tempo between 20 and 400 beats per minute, not {bpm:g}")
         self.ctx["bpm"] = bpm
         seed = self.number("seed", integer=True, default=default_seed(track_id))
         if seed is not None and not 0 <= seed < 2**32:
-            self.err("seed", f"must be between 0 and {2**32 - 1}, not {seed}")
+            self.err("seed", f"must be a whole number from 0 to {2**32 - 1}, not {seed}")
         self.ctx["seed"] = seed
 
         prompt = (self._one_of("prompt", "prompt_file") or "").strip()
         lyrics = self._one_of("lyrics", "lyrics_file")
         tags = self._tags()
-        if not prompt and not tags and "prompt" not in self.m and "prompt_file" not in self.m:
+        if not self.dropped and not prompt and not tags and not {"prompt", "prompt_file", "tags"} & set(self.m):
             self.err("id", "needs a prompt, prompt_file or tags: there is nothing to generate from")
         instrumental = self.m.get("instrumental", not lyrics)
         provider, model = self._provider()
@@ -217,8 +222,9 @@ class TrackBuilder:
         if "model" in self.m and ptype.models and model not in ptype.models:
             self.err("model", unknown_model(provider.type, model, ptype.models))
         duration = self.ctx.get("duration")
-        if duration is not None and duration > ptype.max_duration:
-            self.err("duration", f"{provider.type} generates at most {ptype.max_duration:g} s, not {duration:g}")
+        if duration is not None and ptype.max_duration < duration <= MAX_DURATION:
+            self.err("duration", f"must be at most {ptype.max_duration:g} seconds with provider '{provider.name}' "
+                                 f"(type {provider.type}), not {duration:g}")
         return provider, model
 
     def _outputs(self, provider: ProviderConfig, model: str, options: Mapping[str, Any], clips: str,
@@ -237,7 +243,10 @@ class TrackBuilder:
         if clips == "all":
             probe = self._guard("out", lambda: {self.ld.renderer.render(template, {**self.ctx, "clip": c}) for c in (1, 2)})
             if probe is not None and len(probe) < 2:
-                self.err("out", "with clips: all, out must use {{ clip }} so each clip gets its own file")
+                stem, dot, ext = template.rpartition(".")
+                example = f"{stem}-{{{{ clip }}}}.{ext}" if dot and "/" not in ext else template + "-{{ clip }}"
+                self.err("out", f"with clips: all, out must use {{{{ clip }}}} so each clip gets its own file, "
+                                f"e.g. out: \"{example}\"")
                 return ()
         return tuple(outs)
 
@@ -246,17 +255,25 @@ class TrackBuilder:
         if not rel.strip() or rel.endswith(("/", "\\")):
             self.err("out", f"output path {rel!r} must name a file")
             return None
-        if pure.is_absolute() or re.match(r"^[A-Za-z]:", rel) or ".." in pure.parts:
-            self.err("out", f"output path {rel!r} must stay inside output_dir (no absolute paths, no '..')")
+        shown = _shown(self.output_dir, self.ld.root)
+        if pure.is_absolute() or re.match(r"^[A-Za-z]:", rel):
+            self.err("out", f"output path {rel!r} is absolute; out is relative to output_dir ({shown}), "
+                            f"e.g. {pure.name!r} (set output_dir to write somewhere else)")
+            return None
+        if ".." in pure.parts:
+            self.err("out", f"output path {rel!r} leaves output_dir ({shown}) through '..'; keep it inside "
+                            "(set output_dir to write somewhere else)")
             return None
         path = (self.output_dir / pure).resolve()
         root = self.output_dir.resolve()
         if root not in path.parents:
-            self.err("out", f"output path {rel!r} leaves output_dir through a symlink")
+            self.err("out", f"output path {rel!r} leaves output_dir ({shown}) through a symlink "
+                            f"(it resolves to {path}); outputs must stay inside output_dir")
             return None
         ext = pure.suffix.lower()
         if ext in AUDIO_EXTS and ext != "." + fmt:
-            self.err("out", f"output path {rel!r} ends in {ext} but format is {fmt}")
+            self.err("out", f"output path {rel!r} ends in {ext} but format is {fmt}: end it in .{fmt}, "
+                            "or use {{ format }}")
             return None
         return path
 
@@ -274,9 +291,40 @@ class TrackBuilder:
         if values.get("cover"):
             cover = self.input_file("metadata", values["cover"], "cover")
             if cover is not None and not cover.read_bytes()[:8].startswith(IMAGE_MAGIC):
-                self.err("metadata", f"cover {values['cover']} is not a PNG or JPEG image", "cover")
+                self.err("metadata", f"cover {values['cover']} is not a PNG or JPEG image (judged by its content, "
+                                     "not its name); use a .png or .jpg file", "cover")
         values["cover"] = cover
         values.setdefault("title", track_id)
         if "genre" not in values and tags:
             values["genre"] = ", ".join(tags)
         return Metadata(**values)
+
+
+def _number(field: str, rendered: Any, integer: bool) -> float | int:
+    try:
+        return to_number(rendered, integer=integer)
+    except ValueError as exc:
+        hint = seconds_hint(str(rendered)) if field == "duration" else ""
+        raise ValueError(f"{exc}{hint}") from None
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` as the user wrote it: relative to the manifest's folder when inside it."""
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def _missing_file(rel: str, path: Path) -> str:
+    if path.is_dir():
+        return f"{rel} is a folder, not a file"
+    hint = ""
+    if path.parent.is_dir():
+        names = sorted(p.name for p in path.parent.iterdir())
+        close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+        if close:
+            hint = f" (did you mean '{PurePosixPath(rel).parent / close[0]}'?)"
+    else:
+        hint = f" (there is no folder {PurePosixPath(rel).parent}/)"
+    return f"file not found: {rel}{hint}; paths are relative to the manifest's folder"

@@ -126,18 +126,24 @@ def _explain_syntax(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str
         key, value = found.group(1).strip(), found.group(2)
         quoted = f"'{value}'" if '"' in value else f'"{value}"'
         return line, col, f"a value that starts with {{{{ must be quoted, or YAML reads it as a mapping: {key}: {quoted}"
+    unquoted = _unquoted_template_in(src)
+    if unquoted and ("flow" in context or "flow" in problem):
+        key, value = unquoted
+        return line, src.index(value) + 1, (f"the template {value} must be quoted inside {{ }} or [ ], or YAML "
+                                            f"reads its braces as structure: {key}\"{value}\"")
     if "quoted scalar" in context and ctx:
         return ctx.line + 1, ctx.column + 1, "this quoted string is never closed (add the closing quote)"
-    if "flow sequence" in context or "flow mapping" in context:
+    if ("flow sequence" in context or "flow mapping" in context) and ctx:
         closer = "]" if "sequence" in context else "}"
-        return line, col, f"the {'list' if closer == ']' else 'mapping'} opened at {ctx_at} is not closed with '{closer}'"
+        return ctx.line + 1, ctx.column + 1, (f"this {'list' if closer == ']' else 'mapping'} is not closed: "
+                                              f"add '{closer}' (and a ',' between items)")
     indentation = ("expected '-' indicator", "expected key", "<block end>", "mapping values are not allowed")
     if any(p in problem for p in indentation):
         levels = _open_levels([ln for ln in lines[: line - 1] if ln.strip() and not ln.lstrip().startswith("#")])
         mine = len(src) - len(src.lstrip(" "))
         if levels and mine not in levels:
             where = ", ".join(map(str, levels[:-1])) + (" or " if len(levels) > 1 else "") + str(levels[-1])
-            return line, col, (f"bad indentation: this line is indented by {mine} spaces, but the blocks above "
+            return line, col, (f"bad indentation: this line is indented by {mine} space{'s' if mine != 1 else ''}, but the blocks above "
                                f"it are indented by {where}; line it up with the key it belongs next to")
     if "expected '-' indicator" in problem and ctx_at:
         return line, col, (f"bad indentation: items of the list that starts at {ctx_at} must begin with '- ' "
@@ -148,6 +154,16 @@ def _explain_syntax(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str
         return line, col, ("unexpected ':' here: quote a value that contains ': ', "
                            "or fix the indentation of this line")
     return line, col, f"{problem} ({context} at {ctx_at})" if context and ctx_at else problem
+
+
+def _unquoted_template_in(src: str) -> tuple[str, str] | None:
+    """(``key: `` or '', value) for the first plain (unquoted) scalar on ``src`` holding ``{{``."""
+    blanked = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'", lambda m: "_" * len(m.group()), src)
+    m = re.search(r"[^\s,\[\]{}:\"']*\{\{[^}]*\}\}[^\s,\]}]*", blanked)
+    if not m:
+        return None
+    key = re.search(r"([\w.-]+):\s*$", blanked[: m.start()])
+    return (f"{key.group(1)}: " if key else ""), src[m.start():m.end()]
 
 
 def _open_levels(above: list[str]) -> list[int]:
