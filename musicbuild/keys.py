@@ -22,7 +22,12 @@ def canonical(value: Any) -> str:
     return json.dumps(_normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _normalize(value: Any) -> Any:
+    if type(value) in _PLAIN:  # the common case first: keys are computed for every track
+        return value
     if isinstance(value, float) and value.is_integer():
         return int(value)  # 84 and 84.0 are the same tempo
     if isinstance(value, dict):

@@ -72,6 +72,7 @@ class _Loader:
         self.diags: list[Diagnostic] = []
         self.renderer = Renderer()
         self._file_cache: dict[Path, str] = {}
+        self._realdirs: dict[Path, Path] = {}
 
     # -- reporting ---------------------------------------------------------------------------
     def error(self, path: Path_, message: str) -> None:
@@ -264,6 +265,12 @@ class _Loader:
         if path not in self._file_cache:
             self._file_cache[path] = path.read_text("utf-8")
         return self._file_cache[path]
+
+    def realdir(self, path: Path) -> Path:
+        """``path`` with symlinks resolved, memoised: matrix tracks share a handful of folders."""
+        if path not in self._realdirs:
+            self._realdirs[path] = path.resolve()
+        return self._realdirs[path]
 
     def resolve_input(self, rel: str) -> Path:
         return (self.root / rel).resolve()

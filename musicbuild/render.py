@@ -5,6 +5,7 @@ variable into an error instead of an empty prompt that would still cost money to
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import jinja2
@@ -29,6 +30,9 @@ class Renderer:
         """Render ``source``; ``origin`` names the file it came from, for messages."""
         if "{" not in source:  # fast path: most fields are plain text
             return source
+        simple = _substitute(source, context)
+        if simple is not None:
+            return simple
         template = self._compiled.get(source)
         try:
             if template is None:
@@ -55,6 +59,32 @@ class Renderer:
         if isinstance(value, dict):
             return {k: self.render_tree(v, context) for k, v in value.items()}
         return value
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _substitute(source: str, context: Mapping[str, Any]) -> str | None:
+    """Render ``{{ name }}``-only templates without compiling them, or return None.
+
+    Compiling a Jinja template costs ~0.3 ms; a 10,000-track manifest has thousands of distinct
+    prompts that only substitute variables. Output is identical to Jinja's (``str`` of the value);
+    anything else (filters, blocks, unknown names) goes through Jinja for its semantics and errors.
+    """
+    parts = _PLACEHOLDER.split(source)
+    literals, names = parts[0::2], parts[1::2]
+    if any("{{" in lit or "{%" in lit or "{#" in lit for lit in literals):
+        return None
+    out = [literals[0]]
+    for name, literal in zip(names, literals[1:]):
+        if name not in context:
+            return None
+        value = context[name]
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            return None  # let Jinja format None, booleans, lists, mappings
+        out.append(str(value))
+        out.append(literal)
+    return "".join(out)
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -44,6 +44,7 @@ class LoaderLike(Protocol):
     def error(self, path: Path_, message: str) -> None: ...
     def read_text(self, path: Path) -> str: ...
     def resolve_input(self, rel: str) -> Path: ...
+    def realdir(self, path: Path) -> Path: ...
 
 
 class _Skip(Exception):
@@ -264,8 +265,9 @@ class TrackBuilder:
             self.err("out", f"output path {rel!r} leaves output_dir ({shown}) through '..'; keep it inside "
                             "(set output_dir to write somewhere else)")
             return None
-        path = (self.output_dir / pure).resolve()
-        root = self.output_dir.resolve()
+        # Only folders can lead out: a symlink at the file itself is replaced by the atomic rename.
+        path = self.ld.realdir(self.output_dir / pure.parent) / pure.name
+        root = self.ld.realdir(self.output_dir)
         if root not in path.parents:
             self.err("out", f"output path {rel!r} leaves output_dir ({shown}) through a symlink "
                             f"(it resolves to {path}); outputs must stay inside output_dir")
