@@ -43,6 +43,12 @@ def test_first_build_generates_real_tagged_audio(project: Project) -> None:
     project.write(SMALL)
     report = project.build()
     assert report["summary"]["generated"] == 3 and report["summary"]["failed"] == 0
+    assert {"version", "manifest", "started_at", "finished_at", "summary", "tracks"} <= set(report)
+    assert {"total", "up_to_date", "materialized", "resumed", "generated", "failed", "cost_usd"} <= set(report["summary"])
+    for row in report["tracks"]:  # SPEC 6 row fields
+        assert {"id", "out", "action", "reasons", "status", "gen_key", "provider", "model", "clips",
+                "cost_usd", "seconds", "attempts", "error"} <= set(row)
+        assert row["status"] == "ok" and row["clips"] == 1 and row["attempts"] == 1 and len(row["gen_key"]) == 64
     for rel, fmt in [("calm.wav", "WAV"), ("battle.flac", "FLAC"), ("synth.mp3", "MP3")]:
         info = sf.info(str(project.out(rel)))
         assert info.format == fmt and info.channels == 2
