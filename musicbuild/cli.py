@@ -166,6 +166,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if summary.interrupted:
         _say(args, "interrupted: submitted jobs are journaled; the next build resumes them")
         return EXIT_INTERRUPTED
+    if summary.budget_stopped and not counts["failed"]:
+        _say(args, "stopped submitting: the next track would have taken spending past --max-cost")
+        return EXIT_REFUSED
     return EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
 
 

@@ -111,13 +111,15 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
                               "run 'musicbuild plan' to see the cost per track")
         _refuse_unrunnable(paid, env)
         reporter.plan_ready(planned)
-        executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going), reporter)
+        executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going,
+                                                          max_cost=options.max_cost), reporter)
         try:
             summary.outcomes = asyncio.run(executor.run(planned))
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.outcomes = [executor.outcomes.get(pt.spec.id) or _interrupted(pt) for pt in planned]
         summary.finished_at = now()
+        summary.budget_stopped = getattr(executor, "budget_stopped", False)
         _update_stamp(manifest, cache, specs, summary, whole=not options.targets)
     return BuildResult(summary, planned)
 

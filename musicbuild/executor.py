@@ -15,6 +15,8 @@ from typing import Any, Mapping, Protocol
 
 from .cache import Cache
 from .errors import MusicbuildError, ProviderAuthError
+from .providers.http import DEFAULT_TIMEOUT
+from .providers.hosted import RemoteJobFailed
 from .materialize import materialize
 from .model import Action, Generation, Outcome, PlannedTrack
 from .providers.base import Provider
@@ -31,6 +33,7 @@ class ExecOptions:
     jobs: int = 8
     keep_going: bool = False
     cpu_workers: int = max(1, os.cpu_count() or 1)
+    max_cost: float | None = None
 
 
 class Executor:
@@ -48,7 +51,14 @@ class Executor:
         self.cpu = asyncio.Semaphore(self.options.cpu_workers)
         self.per_provider = {name: asyncio.Semaphore(p.config.max_concurrent) for name, p in self.providers.items()}
         self.blocked: dict[str, str] = {}  # provider name -> auth error message
-        await asyncio.gather(*(self._track(pt) for pt in planned))
+        self.committed = 0.0  # USD spent or in flight, for --max-cost
+        self.budget_stopped = False
+        import httpx  # only builds that run need it
+
+        async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=True) as client:
+            for provider in self.providers.values():
+                provider.bind(client)
+            await asyncio.gather(*(self._track(pt) for pt in planned))
         return [self.outcomes[pt.spec.id] for pt in planned]
 
     def _outcome(self, pt: PlannedTrack, status: str, **kw: Any) -> Outcome:
@@ -93,6 +103,8 @@ class Executor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a track's failure is a value, whatever raised it
+            if isinstance(exc, RemoteJobFailed):
+                self.cache.clear_job(pt.gen_key)  # the service finished it (unpaid): a later build may retry
             message = exc.message if isinstance(exc, MusicbuildError) else f"internal error: {type(exc).__name__}: {exc}"
             if isinstance(exc, ProviderAuthError):
                 self.blocked[pt.spec.provider.name] = message
@@ -115,11 +127,26 @@ class Executor:
             if pt.action is Action.RESUME:
                 job = self.cache.pending_job(pt.gen_key) or {}
                 return await provider.resume(pt.spec, pt.gen_key, job)
+            budget = self.options.max_cost
+            if budget is not None and self.committed + pt.est_cost_usd > budget + 1e-9:
+                self.budget_stopped = True
+                self._outcome(pt, "skipped", error=f"not submitted: it would take spending past --max-cost ${budget:.2f}")
+                return None
+            self.committed += pt.est_cost_usd
 
-            def journal(entry: dict[str, Any]) -> None:
-                self.cache.record_job(pt.gen_key, {"provider": name, "type": provider.type, **entry})
+            def journal(entry: dict[str, Any] | None) -> None:
+                if entry is None:
+                    self.cache.clear_job(pt.gen_key)
+                else:
+                    self.cache.record_job(pt.gen_key, {"provider": name, "type": provider.type, **entry})
 
-            return await provider.generate(pt.spec, pt.gen_key, journal)
+            try:
+                generation = await provider.generate(pt.spec, pt.gen_key, journal)
+            except BaseException:
+                self.committed -= pt.est_cost_usd
+                raise
+            self.committed += generation.cost_usd - pt.est_cost_usd
+            return generation
 
     def _store(self, pt: PlannedTrack, generation: Generation) -> dict[str, Any]:
         provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,

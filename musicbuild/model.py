@@ -147,6 +147,7 @@ class BuildSummary:
     finished_at: str = ""
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
+    budget_stopped: bool = False  # --max-cost kept some tracks from being submitted
 
     @property
     def failed(self) -> int:

@@ -6,9 +6,14 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..model import ProviderConfig
 from .base import Provider
+from .aigateway import AIgatewayProvider
 from .local import LocalProvider
+from .sonauto import SonautoProvider
+from .verbatik import VerbatikProvider
 
-ADAPTERS: dict[str, type[Provider]] = {"local": LocalProvider}
+ADAPTERS: dict[str, type[Provider]] = {
+    "local": LocalProvider, "aigateway": AIgatewayProvider, "verbatik": VerbatikProvider, "sonauto": SonautoProvider,
+}
 
 
 def is_available(type_name: str) -> bool:

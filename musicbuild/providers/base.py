@@ -13,7 +13,7 @@ from ..model import Generation, ProviderConfig, TrackSpec
 from ..yamlsrc import Path_
 from .catalog import TYPES, clip_count, estimate_track
 
-OnJob = Callable[[dict[str, Any]], None]
+OnJob = Callable[[dict[str, Any] | None], None]  # None: forget the journal entry
 
 
 class Provider(ABC):
@@ -23,6 +23,10 @@ class Provider(ABC):
         self.config = config
         self.env = env
         self.client = client  # the shared httpx.AsyncClient for hosted services
+
+    def bind(self, client: Any) -> None:
+        """Attach the build's shared HTTP client (created inside the event loop)."""
+        self.client = client
 
     @property
     def name(self) -> str:

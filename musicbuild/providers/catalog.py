@@ -42,8 +42,9 @@ TYPES: dict[str, ProviderType] = {
                       "*": {"usd_per_second": 0.0013}}),
         ProviderType("verbatik", "https://api.verbatik.com", "VERBATIK_API_KEY", "sonauto-v2",
                      (), {"*": {"usd_per_minute": 0.20}}),
+        # 100 credits a song, 150 for two, at the Starter plan's $11 / 20,000 credits
         ProviderType("sonauto", "https://api.sonauto.ai", "SONAUTO_API_KEY", "v2", ("v2", "v3"),
-                     {"*": {"usd_per_song": 0.10}}),
+                     {"*": {"usd_per_job": 0.055, "usd_per_extra_song": 0.0275}}),
         ProviderType("beatra", "https://api.beatra.ai", "BEATRA_API_KEY", "suno-5.5",
                      ("suno-5.5", "minimax-music-2.6"),
                      {"suno-5.5": {"usd_per_job": 0.080}, "minimax-music-2.6": {"usd_per_job": 0.050}},
@@ -67,6 +68,7 @@ def estimate_cost(price: Mapping[str, float], duration: float, clips: int) -> fl
     cost += price.get("usd_per_second", 0.0) * duration
     cost += price.get("usd_per_minute", 0.0) * duration / 60.0 * clips
     cost += price.get("usd_per_song", 0.0) * clips
+    cost += price.get("usd_per_extra_song", 0.0) * max(0, clips - 1)
     return round(cost, 6)
 
 

@@ -1,0 +1,197 @@
+"""What every hosted (async job) provider shares: submit, journal, poll, download (SPEC 4, 5).
+
+An adapter implements three small methods: ``submit`` (one create request, returns the job id and
+whatever polling needs), ``poll`` (one status request, returns a ``JobStatus``) and, if its files
+need it, ``clip_urls``/``download``. This base turns them into ``generate``/``resume``:
+
+- the job id reaches the journal (``on_job``) the moment the service returns it, and an intent
+  record is written before the create is sent, so a crash in between is reported as ambiguous
+  instead of silently paying twice;
+- polling adapts to the latency this provider has shown in this build and to how full its rate
+  window is: with requests to spare it polls every ``min_poll`` seconds once jobs are due; when
+  requests are scarce it polls once near the slow end of the observed latencies;
+- results are downloaded at once (URLs expire), size-bounded and checked to be audio.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+from ..clock import Clock
+from ..errors import ProviderError
+from ..model import Clip, Generation, ProviderConfig, TrackSpec
+from .base import OnJob, Provider
+from .http import AmbiguousCreate, ProviderHTTP, RateLimiter
+
+MAX_DOWNLOAD_BYTES = 512 * 2**20
+
+
+class RemoteJobFailed(ProviderError):
+    """The service ran the job and reports it failed: the journal entry is done with."""
+
+
+@dataclass
+class JobStatus:
+    state: str  # "pending" | "done" | "failed"
+    urls: list[str] = field(default_factory=list)
+    error: str | None = None
+    cost_usd: float | None = None  # actual charge if the service reports it
+
+
+@dataclass
+class Submitted:
+    job_id: str
+    poll: dict[str, Any] = field(default_factory=dict)  # extra state polling needs, journaled
+    cost_usd: float | None = None  # charged at create (prepaid services)
+    status: JobStatus | None = None  # set when the create answered with the finished result
+
+
+class LatencyModel:
+    """What this build has seen of one provider's job latency.
+
+    Each finished job gives a bracket: it was still pending at ``lower`` seconds and done at
+    ``upper``. Lower bounds say when polling starts to be worth a request; upper bounds say when
+    nearly every job is done.
+    """
+
+    def __init__(self) -> None:
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+
+    def add(self, lower: float, upper: float) -> None:
+        self.lower.append(lower)
+        self.upper.append(upper)
+
+    @staticmethod
+    def _q(values: list[float], q: float) -> float | None:
+        if not values:
+            return None
+        s = sorted(values)
+        return s[min(len(s) - 1, int(q * len(s)))]
+
+    def early(self) -> float | None:
+        return self._q(self.lower, 0.05)
+
+    def late(self) -> float | None:
+        return self._q(self.upper, 0.8)
+
+
+class HostedProvider(Provider):
+    idempotent_create: ClassVar[bool] = False
+    min_poll: ClassVar[float] = 1.0  # the service's minimum poll spacing (AIgateway: 3 s)
+
+    def __init__(self, config: ProviderConfig, env: Mapping[str, str], client: Any = None,
+                 clock: Clock | None = None, limiter: RateLimiter | None = None) -> None:
+        super().__init__(config, env, client)
+        self.clock = clock or Clock.from_env(env)
+        self.limiter = limiter or RateLimiter(config.requests_per_minute, self.clock)
+        self.requests = 0
+        self.latency = LatencyModel()
+        self.bind(client)
+
+    def bind(self, client: Any) -> None:
+        self.client = client
+        self.http = ProviderHTTP(self.config.name, self.type, self.config.base_url or "", self.config.api_key_env,
+                                 self.env, self.limiter, client, self.clock, on_request=self._count)
+
+    def _count(self) -> None:
+        self.requests += 1
+
+    # -- what adapters implement -------------------------------------------------------------
+    async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:
+        raise NotImplementedError
+
+    async def poll(self, job: Mapping[str, Any]) -> JobStatus:
+        raise NotImplementedError
+
+    def price_usd(self, spec: TrackSpec, status: JobStatus, submitted_cost: float | None) -> float:
+        if status.cost_usd is not None:
+            return status.cost_usd
+        if submitted_cost is not None:
+            return submitted_cost
+        return self.estimate_cost(spec)
+
+    # -- the job lifecycle -------------------------------------------------------------------
+    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob) -> Generation:
+        on_job({"state": "submitting"})
+        try:
+            submitted = await self.submit(spec, gen_key)
+        except AmbiguousCreate:
+            raise  # the intent stays journaled: the next build reports it instead of paying twice
+        except BaseException:
+            on_job(None)  # the service answered "no" (or we never sent): nothing was started
+            raise
+        job = {"state": "submitted", "job_id": submitted.job_id, "submitted_cost": submitted.cost_usd,
+               "model": spec.model, **submitted.poll}
+        on_job(job)
+        if submitted.status is not None:  # a synchronous service answered with the result
+            return await self._collect(spec, job, submitted.status)
+        return await self._finish(spec, job, elapsed=0.0)
+
+    async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any]) -> Generation:
+        if job.get("state") != "submitted":
+            if self.idempotent_create:  # the service deduplicates: sending again returns the same job
+                return await self.generate(spec, gen_key, lambda entry: None)
+            raise AmbiguousCreate(
+                f"an earlier build sent a create request to {self.name} for this track and was stopped "
+                "before the answer arrived: it may have started a paid job. Check the provider's dashboard; "
+                "`musicbuild build --force <track>` submits again")
+        return await self._finish(spec, dict(job), elapsed=None)
+
+    async def _finish(self, spec: TrackSpec, job: dict[str, Any], elapsed: float | None) -> Generation:
+        try:
+            status = await asyncio.wait_for(self._wait(job, fresh=elapsed is not None),
+                                            timeout=self.config.timeout * self.clock.scale)
+        except asyncio.TimeoutError:
+            raise ProviderError(f"{self.name}: job {job['job_id']} not finished after {self.config.timeout:g} s; "
+                                "it stays journaled and the next build resumes it", retryable=True) from None
+        return await self._collect(spec, job, status)
+
+    async def _collect(self, spec: TrackSpec, job: Mapping[str, Any], status: JobStatus) -> Generation:
+        if status.state == "failed":
+            raise RemoteJobFailed(f"{self.name}: job {job['job_id']} failed: {status.error or 'no reason given'}")
+        clips = [await self.fetch(url) for url in status.urls]
+        if not clips:
+            raise ProviderError(f"{self.name}: job {job['job_id']} finished without any audio")
+        return Generation(clips=tuple(clips), provider=self.name, model=str(job.get("model", spec.model)),
+                          job_id=str(job["job_id"]), cost_usd=self.price_usd(spec, status, job.get("submitted_cost")))
+
+    async def _wait(self, job: Mapping[str, Any], fresh: bool) -> JobStatus:
+        start = self.clock.now()
+        polls, last_pending = 0, 0.0
+        while True:
+            await self.clock.sleep(self.next_poll_delay(self.clock.now() - start, polls))
+            status = await self.poll(job)
+            polls += 1
+            elapsed = self.clock.now() - start
+            if status.state == "pending":
+                last_pending = elapsed
+                continue
+            if fresh and status.state == "done":
+                self.latency.add(last_pending, elapsed)
+            return status
+
+    def next_poll_delay(self, elapsed: float, polls: int) -> float:
+        """Seconds to wait before the next poll of a job submitted ``elapsed`` seconds ago."""
+        interval = max(self.min_poll, self.config.poll_interval)
+        early, late = self.latency.early(), self.latency.late()
+        if early is None or late is None:  # nothing learnt yet: back off x1.5 up to 30 s
+            return max(self.min_poll, min(30.0, interval * 1.5 ** polls))
+        if self.limiter.pressure() > 0.7:
+            # requests are scarce: spend one poll near the slow end, then a few more if needed
+            target = late if elapsed < late else elapsed + max(interval, (late - early) / 2)
+        else:
+            # requests to spare: a finished job holds a concurrency slot, so look often once due
+            target = early if elapsed < early else elapsed + self.min_poll
+        return max(self.min_poll, target - elapsed)
+
+    async def fetch(self, url: str) -> Clip:
+        from ..audio.convert import sniff_format
+
+        data = await self.http.download(url, MAX_DOWNLOAD_BYTES)
+        fmt = sniff_format(data[:64])
+        if fmt is None:
+            raise ProviderError(f"{self.name}: the result file is not audio "
+                                f"(starts with {data[:16]!r}); not stored")
+        return Clip(data, fmt)

@@ -1,0 +1,230 @@
+"""HTTP for hosted providers: rate limit, retries and error mapping in one place (SPEC 5).
+
+Every request of a provider (creates, polls, downloads) goes through its ``ProviderHTTP``:
+
+- a sliding-window limiter keeps at most ``requests_per_minute`` requests in any 60 s window;
+- 429 pauses the whole provider for ``Retry-After`` (or a backoff) and repeats the request, which is
+  safe even for creates because a 429 was not processed;
+- 5xx and network errors on reads are retried with capped exponential backoff and full jitter;
+- a create is re-sent only when it provably never reached the service (connection refused) or when
+  the service honours an idempotency key; a create that may have arrived raises ``AmbiguousCreate``;
+- 401/402 become ``ProviderAuthError`` naming the environment variable (never the key), other 4xx
+  a ``ProviderError`` carrying the service's own message.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+from typing import Any, Callable, Mapping
+
+import httpx
+
+from ..clock import Clock
+from ..errors import ProviderAuthError, ProviderError
+
+WINDOW = 60.0
+WINDOW_MARGIN = 1.02  # the service's clock sees our requests a little late: keep clear of its edge
+READ_RETRIES = 6
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 30.0
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)  # a synchronous create may take minutes
+
+
+class AmbiguousCreate(ProviderError):
+    """A create request may have reached the service but no answer came back."""
+
+
+class RateLimiter:
+    """At most ``limit`` acquisitions in any ``WINDOW`` seconds of ``clock`` time, FIFO."""
+
+    def __init__(self, limit: float, clock: Clock) -> None:
+        self.limit = max(1, int(limit)) if limit < 1e8 else 0  # 0: unlimited
+        self.clock = clock
+        self.times: collections.deque[float] = collections.deque()
+        self.blocked_until = 0.0
+        self.waiting = 0
+        self._lock = asyncio.Lock()
+
+    def pressure(self) -> float:
+        """How full the window is (0..1+), counting requests waiting for a slot."""
+        if not self.limit:
+            return 0.0
+        self._expire(self.clock.now())
+        return (len(self.times) + self.waiting) / self.limit
+
+    def _expire(self, now: float) -> None:
+        while self.times and self.times[0] <= now - WINDOW * WINDOW_MARGIN:
+            self.times.popleft()
+
+    async def acquire(self) -> None:
+        self.waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    now = self.clock.now()
+                    self._expire(now)
+                    wait = self.blocked_until - now
+                    if self.limit and len(self.times) >= self.limit:
+                        wait = max(wait, self.times[0] + WINDOW * WINDOW_MARGIN - now)
+                    if wait <= 0:
+                        self.times.append(now)
+                        return
+                    await self.clock.sleep(wait)
+        finally:
+            self.waiting -= 1
+
+    def block(self, seconds: float) -> None:
+        self.blocked_until = max(self.blocked_until, self.clock.now() + seconds)
+
+
+def backoff(attempt: int) -> float:
+    """Full-jitter exponential backoff (seconds) for retry number ``attempt`` (1-based)."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt))
+
+
+def retry_after(response: httpx.Response, attempt: int) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return backoff(attempt) + 1.0
+
+
+def service_message(response: httpx.Response) -> str:
+    """The service's own words from any of the error shapes the providers use."""
+    try:
+        body: Any = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = response.text.strip()
+        return text[:300] or response.reason_phrase
+    parts = []
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(err, dict):
+            parts += [str(err.get(k)) for k in ("code", "type", "message") if err.get(k)]
+            if isinstance(err.get("details"), dict):
+                parts.append(json.dumps(err["details"], sort_keys=True))
+        elif err:
+            parts.append(str(err))
+        if isinstance(body.get("message"), str) and body.get("message") not in parts:
+            parts.append(body["message"])
+    elif isinstance(body, str):
+        parts.append(body)
+    return ": ".join(dict.fromkeys(parts)) or response.reason_phrase
+
+
+class ProviderHTTP:
+    def __init__(self, name: str, type_name: str, base_url: str, key_env: str | None,
+                 env: Mapping[str, str], limiter: RateLimiter, client: httpx.AsyncClient, clock: Clock,
+                 on_request: Callable[[], None] = lambda: None) -> None:
+        self.name, self.type_name = name, type_name
+        self.base_url = base_url.rstrip("/")
+        self.key_env = key_env
+        self.env = env
+        self.limiter = limiter
+        self.client = client
+        self.clock = clock
+        self.on_request = on_request  # counts requests for the report
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.env.get(self.key_env or "", "")
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
+
+    async def request(self, method: str, path: str, *, create: bool = False, idempotent: bool = False,
+                      auth: bool = True, ok: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
+        """Send with limits and retries; return a 2xx/3xx response or one whose status is in ``ok``."""
+        headers = {**(self.auth_headers() if auth else {}), **kwargs.pop("headers", {})}
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire()
+            self.on_request()
+            try:
+                response = await self.client.request(method, self.url(path), headers=headers, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # never reached the service: safe to repeat, even a create
+                if attempt > READ_RETRIES:
+                    raise ProviderError(f"{self.name}: cannot reach {self.base_url} ({type(exc).__name__})",
+                                        retryable=True) from None
+                await self.clock.sleep(backoff(attempt))
+                continue
+            except httpx.TransportError as exc:
+                if create and not idempotent:
+                    raise AmbiguousCreate(
+                        f"{self.name}: the create request was sent but no answer came back "
+                        f"({type(exc).__name__}); it may have started a paid job, so it is not re-sent") from None
+                if attempt > READ_RETRIES:
+                    raise ProviderError(f"{self.name}: {type(exc).__name__} talking to {self.base_url}",
+                                        retryable=True) from None
+                await self.clock.sleep(backoff(attempt))
+                continue
+            status = response.status_code
+            if status < 400 or status in ok:
+                return response
+            if status == 429:
+                wait = retry_after(response, attempt)
+                self.limiter.block(wait)
+                continue
+            if status in (401, 402, 403):
+                raise ProviderAuthError(self._auth_message(response))
+            if status >= 500 and (not create or idempotent) and attempt <= READ_RETRIES:
+                await self.clock.sleep(backoff(attempt))
+                continue
+            raise ProviderError(f"{self.name} ({self.type_name}) answered {status}: {service_message(response)}",
+                                retryable=status >= 500)
+
+    def _auth_message(self, response: httpx.Response) -> str:
+        what = {401: "rejected the API key", 402: "refused payment (no credit left)",
+                403: "refused access for the API key"}[response.status_code]
+        where = f" in ${self.key_env}" if self.key_env else ""
+        return (f"{self.name} ({self.type_name}) {what}{where} ({response.status_code}: "
+                f"{service_message(response)}); no more jobs are submitted to it")
+
+    async def get_json(self, path: str, **kwargs: Any) -> Any:
+        response = await self.request("GET", path, **kwargs)
+        return _json(response, self.name)
+
+    async def download(self, url: str, max_bytes: int, auth: bool = False) -> bytes:
+        """Fetch a result file, stopping as soon as it exceeds ``max_bytes``."""
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire()
+            self.on_request()
+            headers = self.auth_headers() if auth else {}
+            try:
+                async with self.client.stream("GET", url, headers=headers) as response:
+                    if response.status_code == 429:
+                        self.limiter.block(retry_after(response, attempt))
+                        continue
+                    if response.status_code >= 500 and attempt <= READ_RETRIES:
+                        await self.clock.sleep(backoff(attempt))
+                        continue
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise ProviderError(f"{self.name}: download failed ({response.status_code}: "
+                                            f"{service_message(response)})", retryable=True)
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ProviderError(f"{self.name}: the result file is larger than "
+                                                f"{max_bytes // 2**20} MiB; refusing it")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except httpx.TransportError as exc:
+                if attempt > READ_RETRIES:
+                    raise ProviderError(f"{self.name}: download failed ({type(exc).__name__})", retryable=True) from None
+                await self.clock.sleep(backoff(attempt))
+
+
+def _json(response: httpx.Response, name: str) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProviderError(f"{name}: expected JSON, got {response.headers.get('content-type', '?')} "
+                            f"({response.status_code})", retryable=True) from None

@@ -1,0 +1,106 @@
+"""Sonauto native API: ``POST /v1/generations/{v2,v3}``, then status, then the result record.
+
+Follows CONTRACTS.md section 2b: the model picks the path (``v2`` or ``v3``); v3 has no seed,
+``balance_strength``, ``bpm`` or ``num_songs``, so those are refused before any request; at least
+one of prompt/tags/lyrics, never lyrics or tags without a prompt, no lyrics when instrumental. The
+status endpoint answers either ``{"status": ...}`` or a bare JSON string; ``SUCCESS`` and
+``FAILURE`` are terminal; ``song_paths`` holds one URL per song. We ask for lossless FLAC unless
+``output_format`` says otherwise. Price: credits per song (100, 150 for two), at the Starter plan's
+$11 per 20k credits unless ``price`` overrides it.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import ProviderError
+from ..model import TrackSpec
+from ..yamlsrc import Path_
+from .hosted import HostedProvider, JobStatus, Submitted
+
+FORMATS = ("ogg", "mp3", "flac", "wav", "m4a")
+BIT_RATES = (128, 192, 256, 320)
+V2_ONLY = ("balance_strength", "num_songs")
+OPTIONS = ("prompt_strength", "balance_strength", "num_songs", "output_format", "output_bit_rate", "align_lyrics")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class SonautoProvider(HostedProvider):
+    type = "sonauto"
+
+    def _version(self, spec: TrackSpec) -> str:
+        return "v3" if spec.model == "v3" else "v2"
+
+    def check_track(self, spec: TrackSpec) -> list[tuple[Path_, str]]:
+        problems: list[tuple[Path_, str]] = []
+        v3 = self._version(spec) == "v3"
+        if not (spec.prompt or spec.tags or spec.lyrics):
+            problems.append((("prompt",), "Sonauto needs at least one of prompt, tags or lyrics"))
+        elif not spec.prompt and not (spec.tags and spec.lyrics):
+            only = "lyrics" if spec.lyrics else "tags"
+            problems.append((("prompt",), f"Sonauto does not take {only} without a prompt (use prompt: \"\" to let it decide)"))
+        if spec.instrumental and spec.lyrics:
+            problems.append((("instrumental",), "Sonauto takes no lyrics for an instrumental"))
+        if v3 and spec.bpm:
+            problems.append((("bpm",), "Sonauto v3 has no bpm (it is v2-only): remove it or use model v2"))
+        opts = spec.options
+        for key in opts:
+            if key not in OPTIONS:
+                problems.append((("options", key), f"Sonauto has no option '{key}' (it takes: {', '.join(OPTIONS)})"))
+            elif v3 and key in V2_ONLY:
+                problems.append((("options", key), f"'{key}' is v2-only; Sonauto v3 refuses it"))
+        checks = [
+            ("prompt_strength", _number, "a number"),
+            ("balance_strength", lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+            ("num_songs", lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2"),
+            ("output_format", lambda v: v in FORMATS, "one of " + ", ".join(FORMATS)),
+            ("output_bit_rate", lambda v: v in BIT_RATES or str(v) in map(str, BIT_RATES), "128, 192, 256 or 320"),
+            ("align_lyrics", lambda v: isinstance(v, bool), "true or false"),
+        ]
+        for key, ok, want in checks:
+            if key in opts and not ok(opts[key]):
+                problems.append((("options", key), f"must be {want}, not {opts[key]!r}"))
+        if "output_bit_rate" in opts and opts.get("output_format", "flac") not in ("mp3", "m4a"):
+            problems.append((("options", "output_bit_rate"), "only applies to output_format mp3 or m4a"))
+        return problems
+
+    @property
+    def _root(self) -> str:
+        base = (self.config.base_url or "").rstrip("/")
+        return base[:-3] if base.endswith("/v1") else base
+
+    async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:
+        version = self._version(spec)
+        body: dict[str, Any] = {"prompt": spec.prompt, "instrumental": spec.instrumental,
+                                "output_format": spec.options.get("output_format", "flac")}
+        if spec.tags:
+            body["tags"] = list(spec.tags)
+        if spec.lyrics:
+            body["lyrics"] = spec.lyrics
+        if version == "v2":
+            body["seed"] = spec.seed
+            if spec.bpm:
+                body["bpm"] = spec.bpm
+        body.update({k: v for k, v in spec.options.items() if k != "output_format"})
+        response = await self.http.request("POST", f"{self._root}/v1/generations/{version}", create=True, json=body)
+        data = response.json()
+        task_id = data.get("task_id") if isinstance(data, dict) else None
+        if not task_id:
+            raise ProviderError(f"{self.name}: the answer has no task_id: {str(data)[:200]}")
+        return Submitted(str(task_id), {"songs": spec.options.get("num_songs", 1) if version == "v2" else 1})
+
+    async def poll(self, job: Mapping[str, Any]) -> JobStatus:
+        data = await self.http.get_json(f"{self._root}/v1/generations/status/{job['job_id']}")
+        status = data.get("status") if isinstance(data, dict) else data
+        status = str(status or "").strip().strip('"').upper()
+        if status not in ("SUCCESS", "FAILURE"):
+            return JobStatus("pending")
+        record = await self.http.get_json(f"{self._root}/v1/generations/{job['job_id']}")
+        if status == "FAILURE":
+            return JobStatus("failed", error=str(record.get("error_message") or "generation failed"), cost_usd=0.0)
+        paths = record.get("song_paths") or []
+        if not paths:
+            raise ProviderError(f"{self.name}: task {job['job_id']} succeeded without song_paths", retryable=True)
+        return JobStatus("done", [str(p) for p in paths])
