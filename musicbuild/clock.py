@@ -8,7 +8,6 @@ that use the same scale. Network timeouts are not scaled.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Mapping
 

@@ -7,12 +7,14 @@ from ..errors import ConfigError
 from ..model import ProviderConfig
 from .base import Provider
 from .aigateway import AIgatewayProvider
+from .beatra import BeatraProvider
 from .local import LocalProvider
 from .sonauto import SonautoProvider
 from .verbatik import VerbatikProvider
 
 ADAPTERS: dict[str, type[Provider]] = {
     "local": LocalProvider, "aigateway": AIgatewayProvider, "verbatik": VerbatikProvider, "sonauto": SonautoProvider,
+    "beatra": BeatraProvider,
 }
 
 

@@ -45,14 +45,6 @@ class AIgatewayProvider(HostedProvider):
                 problems.append((("options", key), f"must be {want}, not {value!r}"))
         return problems
 
-    @property
-    def _root(self) -> str:
-        base = (self.config.base_url or "").rstrip("/")
-        return base[:-3] if base.endswith("/v1") else base  # the docs give the base URL both ways
-
-    def _path(self, path: str) -> str:
-        return self._root + path
-
     async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:
         prompt = spec.prompt if not spec.tags else f"{spec.prompt}\nStyle: {', '.join(spec.tags)}".strip()
         body: dict[str, Any] = {"model": spec.model, "prompt": prompt, "duration": spec.duration,
@@ -67,7 +59,7 @@ class AIgatewayProvider(HostedProvider):
             headers["x-routing"] = spec.options["routing"]
         if "tag" in spec.options:
             headers["x-aig-tag"] = spec.options["tag"]
-        response = await self.http.request("POST", self._path("/v1/audio/music"), create=True, json=body,
+        response = await self.http.request("POST", "/v1/audio/music", create=True, json=body,
                                            headers=headers)
         data = response.json()
         job = data.get("job", data) if isinstance(data, dict) else {}
@@ -77,7 +69,7 @@ class AIgatewayProvider(HostedProvider):
         return Submitted(str(job_id), {"duration": spec.duration})
 
     async def poll(self, job: Mapping[str, Any]) -> JobStatus:
-        response = await self.http.request("GET", self._path(f"/v1/jobs/{job['job_id']}"), ok=(304,))
+        response = await self.http.request("GET", f"/v1/jobs/{job['job_id']}", ok=(304,))
         if response.status_code == 304:
             return JobStatus("pending")
         data = response.json()

@@ -119,7 +119,9 @@ class ProviderHTTP:
                  env: Mapping[str, str], limiter: RateLimiter, client: httpx.AsyncClient, clock: Clock,
                  on_request: Callable[[], None] = lambda: None) -> None:
         self.name, self.type_name = name, type_name
-        self.base_url = base_url.rstrip("/")
+        base = base_url.rstrip("/")
+        # the docs give base URLs both with and without the version; adapters write "/v1/..." paths
+        self.base_url = base[:-3] if base.endswith("/v1") else base
         self.key_env = key_env
         self.env = env
         self.limiter = limiter

@@ -66,11 +66,6 @@ class SonautoProvider(HostedProvider):
             problems.append((("options", "output_bit_rate"), "only applies to output_format mp3 or m4a"))
         return problems
 
-    @property
-    def _root(self) -> str:
-        base = (self.config.base_url or "").rstrip("/")
-        return base[:-3] if base.endswith("/v1") else base
-
     async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:
         version = self._version(spec)
         body: dict[str, Any] = {"prompt": spec.prompt, "instrumental": spec.instrumental,
@@ -84,7 +79,7 @@ class SonautoProvider(HostedProvider):
             if spec.bpm:
                 body["bpm"] = spec.bpm
         body.update({k: v for k, v in spec.options.items() if k != "output_format"})
-        response = await self.http.request("POST", f"{self._root}/v1/generations/{version}", create=True, json=body)
+        response = await self.http.request("POST", f"/v1/generations/{version}", create=True, json=body)
         data = response.json()
         task_id = data.get("task_id") if isinstance(data, dict) else None
         if not task_id:
@@ -92,12 +87,12 @@ class SonautoProvider(HostedProvider):
         return Submitted(str(task_id), {"songs": spec.options.get("num_songs", 1) if version == "v2" else 1})
 
     async def poll(self, job: Mapping[str, Any]) -> JobStatus:
-        data = await self.http.get_json(f"{self._root}/v1/generations/status/{job['job_id']}")
+        data = await self.http.get_json(f"/v1/generations/status/{job['job_id']}")
         status = data.get("status") if isinstance(data, dict) else data
         status = str(status or "").strip().strip('"').upper()
         if status not in ("SUCCESS", "FAILURE"):
             return JobStatus("pending")
-        record = await self.http.get_json(f"{self._root}/v1/generations/{job['job_id']}")
+        record = await self.http.get_json(f"/v1/generations/{job['job_id']}")
         if status == "FAILURE":
             return JobStatus("failed", error=str(record.get("error_message") or "generation failed"), cost_usd=0.0)
         paths = record.get("song_paths") or []

@@ -19,6 +19,7 @@ import json
 import math
 import random
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -143,6 +144,12 @@ class Emulator:
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                # headers and body go out in separate writes: without this, Nagle + delayed ACK
+                # add ~40 ms to every response
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _handle(self) -> None:
                 emulator._dispatch(self)
 
@@ -150,13 +157,14 @@ class Emulator:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
 
     def __enter__(self) -> "Emulator":
         return self.start() if self._server is None else self
