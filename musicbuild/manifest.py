@@ -19,7 +19,7 @@ from .errors import Diagnostic, ManifestError, UsageError
 from .model import ProviderConfig, TrackSpec
 from .providers.catalog import TYPES
 from .render import Renderer, RenderError
-from .trackbuild import TrackBuilder, default_seed, unknown_model
+from .trackbuild import TrackBuilder, unknown_model
 from .yamlsrc import Path_, SourceMap, YamlSyntaxError, format_path, load_yaml
 
 # Fields merged key by key from `defaults` instead of replaced (a track adds to them).

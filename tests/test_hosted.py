@@ -1,7 +1,6 @@
 """Hosted adapters end to end: the real CLI against emulators of the services on 127.0.0.1."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import soundfile as sf

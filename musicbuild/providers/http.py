@@ -25,7 +25,7 @@ from ..clock import Clock
 from ..errors import ProviderAuthError, ProviderError
 
 WINDOW = 60.0
-WINDOW_MARGIN = 1.02  # the service's clock sees our requests a little late: keep clear of its edge
+WINDOW_MARGIN = 1.01  # clocks differ a little: keep clear of the service's window edge
 READ_RETRIES = 6
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 30.0
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)  # a synchronous create may take minutes
@@ -36,28 +36,36 @@ class AmbiguousCreate(ProviderError):
 
 
 class RateLimiter:
-    """At most ``limit`` acquisitions in any ``WINDOW`` seconds of ``clock`` time, FIFO."""
+    """At most ``limit`` requests in any ``WINDOW`` seconds, as the *service* counts them, FIFO.
+
+    The service sees a request somewhere between our taking a slot and our reading the answer, and
+    an event loop busy with other work can widen that gap. So a slot counts from the moment its
+    answer arrived (``release``), the latest the service can have seen it: then the request that
+    reuses the slot is sent a full window after the service saw the one before, whatever the delays.
+    """
 
     def __init__(self, limit: float, clock: Clock) -> None:
         self.limit = max(1, int(limit)) if limit < 1e8 else 0  # 0: unlimited
         self.clock = clock
-        self.times: collections.deque[float] = collections.deque()
+        self.slots: collections.deque[list[float]] = collections.deque()  # [time, answered]
         self.blocked_until = 0.0
         self.waiting = 0
         self._lock = asyncio.Lock()
+        self._released = asyncio.Event()
 
     def pressure(self) -> float:
         """How full the window is (0..1+), counting requests waiting for a slot."""
         if not self.limit:
             return 0.0
         self._expire(self.clock.now())
-        return (len(self.times) + self.waiting) / self.limit
+        return (len(self.slots) + self.waiting) / self.limit
 
     def _expire(self, now: float) -> None:
-        while self.times and self.times[0] <= now - WINDOW * WINDOW_MARGIN:
-            self.times.popleft()
+        while self.slots and self.slots[0][1] and self.slots[0][0] <= now - WINDOW * WINDOW_MARGIN:
+            self.slots.popleft()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> list[float]:
+        """Wait for a slot; pass what it returns to ``release`` once the answer (or error) is in."""
         self.waiting += 1
         try:
             async with self._lock:
@@ -65,14 +73,25 @@ class RateLimiter:
                     now = self.clock.now()
                     self._expire(now)
                     wait = self.blocked_until - now
-                    if self.limit and len(self.times) >= self.limit:
-                        wait = max(wait, self.times[0] + WINDOW * WINDOW_MARGIN - now)
+                    if self.limit and len(self.slots) >= self.limit:
+                        oldest = self.slots[0]
+                        wait = max(wait, oldest[0] + WINDOW * WINDOW_MARGIN - now if oldest[1] else 1.0)
                     if wait <= 0:
-                        self.times.append(now)
-                        return
-                    await self.clock.sleep(wait)
+                        slot = [now, 0.0]
+                        if self.limit:
+                            self.slots.append(slot)
+                        return slot
+                    self._released.clear()
+                    try:  # an answer arriving may free the oldest slot sooner
+                        await asyncio.wait_for(self._released.wait(), wait * self.clock.scale)
+                    except asyncio.TimeoutError:
+                        pass
         finally:
             self.waiting -= 1
+
+    def release(self, slot: list[float]) -> None:
+        slot[0], slot[1] = self.clock.now(), 1.0
+        self._released.set()
 
     def block(self, seconds: float) -> None:
         self.blocked_until = max(self.blocked_until, self.clock.now() + seconds)
@@ -143,11 +162,12 @@ class ProviderHTTP:
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            slot = await self.limiter.acquire()
             self.on_request()
             try:
                 response = await self.client.request(method, self.url(path), headers=headers, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self.limiter.release(slot)
                 # never reached the service: safe to repeat, even a create
                 if attempt > READ_RETRIES:
                     raise ProviderError(f"{self.name}: cannot reach {self.base_url} ({type(exc).__name__})",
@@ -155,6 +175,7 @@ class ProviderHTTP:
                 await self.clock.sleep(backoff(attempt))
                 continue
             except httpx.TransportError as exc:
+                self.limiter.release(slot)
                 if create and not idempotent:
                     raise AmbiguousCreate(
                         f"{self.name}: the create request was sent but no answer came back "
@@ -164,6 +185,10 @@ class ProviderHTTP:
                                         retryable=True) from None
                 await self.clock.sleep(backoff(attempt))
                 continue
+            except BaseException:  # cancelled (timeout, Ctrl-C): the slot must not stay taken
+                self.limiter.release(slot)
+                raise
+            self.limiter.release(slot)
             status = response.status_code
             if status < 400 or status in ok:
                 return response
@@ -195,11 +220,12 @@ class ProviderHTTP:
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            slot = await self.limiter.acquire()
             self.on_request()
             headers = self.auth_headers() if auth else {}
             try:
                 async with self.client.stream("GET", url, headers=headers) as response:
+                    self.limiter.release(slot)
                     if response.status_code == 429:
                         self.limiter.block(retry_after(response, attempt))
                         continue
@@ -219,9 +245,13 @@ class ProviderHTTP:
                         chunks.append(chunk)
                     return b"".join(chunks)
             except httpx.TransportError as exc:
+                self.limiter.release(slot)
                 if attempt > READ_RETRIES:
                     raise ProviderError(f"{self.name}: download failed ({type(exc).__name__})", retryable=True) from None
                 await self.clock.sleep(backoff(attempt))
+            except BaseException:
+                self.limiter.release(slot)
+                raise
 
 
 def _json(response: httpx.Response, name: str) -> Any:

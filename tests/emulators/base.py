@@ -155,8 +155,7 @@ class Emulator:
 
             do_GET = do_POST = do_DELETE = do_PUT = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
@@ -177,18 +176,19 @@ class Emulator:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         req = Request(h.command, parts.path, parse_qs(parts.query), {k.lower(): v for k, v in h.headers.items()}, body)
+        arrived = self.now()  # log arrival, as the rate limit sees it, not when a slow answer was ready
         try:
             resp = self._respond(req)
         except DropConnection:
-            self._record(req, 0)
+            self._record(arrived, req, 0)
             h.close_connection = True
             return
-        self._record(req, resp.status)
+        self._record(arrived, req, resp.status)
         self._send(h, resp)
 
-    def _record(self, req: Request, status: int) -> None:
+    def _record(self, arrived: float, req: Request, status: int) -> None:
         with self.lock:
-            self.log.append(LogEntry(self.now(), req.method, req.path, status))
+            self.log.append(LogEntry(arrived, req.method, req.path, status))
 
     def _respond(self, req: Request) -> Response:
         with self.lock:
@@ -285,6 +285,13 @@ class Emulator:
     def expired(self, req: Request) -> bool:
         exp = req.query.get("exp", ["0"])[0]
         return float(exp) < self.now()
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops the SYNs of a client opening dozens of connections
+    # at once; the kernel then retries a second later, which looks like a slow or hung service
+    request_queue_size = 512
+    daemon_threads = True
 
 
 _AUDIO_CACHE: dict[tuple[str, float, int], bytes] = {}
