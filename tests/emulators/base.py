@@ -77,6 +77,7 @@ class LogEntry:
     method: str
     path: str
     status: int
+    public: bool = False  # a file download (CDN), outside the API's rate limit
 
 
 class Emulator:
@@ -188,30 +189,39 @@ class Emulator:
 
     def _record(self, arrived: float, req: Request, status: int) -> None:
         with self.lock:
-            self.log.append(LogEntry(arrived, req.method, req.path, status))
+            self.log.append(LogEntry(arrived, req.method, req.path, status, getattr(req, "public", False)))
+
+    def _match(self, req: Request) -> Callable[[Request], Response] | None:
+        for method, pattern, handler in self._routes:
+            m = pattern.match(req.path)
+            if m and method == req.method:
+                req.params = m.groupdict()
+                return handler
+        return None
 
     def _respond(self, req: Request) -> Response:
+        handler = self._match(req)
+        is_public = handler is not None and getattr(handler, "public", False)
+        req.public = is_public  # type: ignore[attr-defined]
         with self.lock:
-            limited = self._rate_limit()
+            # files come from a CDN host in the real services: the API's rate limit does not count them
+            limited = None if is_public else self._rate_limit()
             if limited is not None:
                 return limited
-            if self.faults.rate_limit_storm > 0:
+            if self.faults.rate_limit_storm > 0 and not is_public:
                 self.faults.rate_limit_storm -= 1
                 return self._too_many(2.0)
             if self.faults.server_errors > 0:
                 self.faults.server_errors -= 1
                 status = self.faults.server_error_status
                 return Response(status, self.error_body(status, "upstream unavailable, try again"))
-        for method, pattern, handler in self._routes:
-            m = pattern.match(req.path)
-            if m and method == req.method:
-                req.params = m.groupdict()
-                if not getattr(handler, "public", False):
-                    denied = self._check_auth(req)
-                    if denied is not None:
-                        return denied
-                return handler(req)
-        return Response(404, self.error_body(404, f"no route for {req.method} {req.path}", "not_found"))
+        if handler is None:
+            return Response(404, self.error_body(404, f"no route for {req.method} {req.path}", "not_found"))
+        if not is_public:
+            denied = self._check_auth(req)
+            if denied is not None:
+                return denied
+        return handler(req)
 
     def _check_auth(self, req: Request) -> Response | None:
         if self.faults.auth_error or req.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -260,8 +270,8 @@ class Emulator:
                 raise DropConnection()
 
     def requests_in_any_window(self, window: float = 60.0) -> int:
-        """The most requests seen in any `window` virtual seconds (what a rate limit bounds)."""
-        times = sorted(e.t for e in self.log)
+        """The most API requests seen in any `window` virtual seconds (what a rate limit bounds)."""
+        times = sorted(e.t for e in self.log if not e.public)
         best, j = 0, 0
         for i, t in enumerate(times):
             while times[j] <= t - window:
