@@ -18,7 +18,8 @@ Where each behaviour comes from (``/work/shared/providers/``; tags as in CONTRAC
   ``minimal_create`` (202 body = full envelope per API reference, or just ``{task_id,...}``);
   ``skill_fields`` (``billing.net_charged_credits`` + ``deadline_at`` from newer skills);
   ``unknown_artifact_status`` 404 | 422; ``replay_status`` 200 | 202.
-- [inf], undocumented: ``auto`` resolves by the options namespace sent, else to ``auto_model``;
+- [inf], undocumented: ``model`` omitted = ``auto``, which resolves by the options namespace sent, else
+  to ``auto_model``; bad JSON is ``invalid_request``; uploads answer 200;
   code names ``idempotency_conflict``, ``not_found``, ``task_not_cancelable``, ``generation_failed``,
   ``payload_too_large`` (413) and 5xx codes; unknown-namespace code ``unsupported_option``;
   ``{"type":"url","url":"https://..."}``; upload response fields; clips are mp3 under
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -52,10 +52,8 @@ DAY = 86400.0
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, param: str | None = None,
-                 details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.param, self.details = status, code, message, param, details
+    def __init__(self, status: int, code: str, message: str, param: str | None = None, details: Any = None) -> None:
+        super().__init__(status, code, message, param, details)
 
 
 def cr(x: float) -> str:
@@ -91,23 +89,13 @@ class BeatraEmulator(Emulator):
         self.route("GET", r"/files/(?P<id>art_[0-9a-f]+)(\.\w+)?", public(self._api(self.file)))
 
     # -- totals --------------------------------------------------------------------------------
-    @property
-    def credits_charged(self) -> float:
-        return sum(t["price"] for t in list(self.tasks.values()))
-
-    @property
-    def credits_refunded(self) -> float:
-        return sum(t["price"] for t in list(self.tasks.values()) if self.status(t) in ("failed", "canceled"))
+    credits_charged = property(lambda self: sum(t["price"] for t in list(self.tasks.values())))
+    credits_refunded = property(lambda self: sum(t["price"] for t in list(self.tasks.values())
+                                                 if self.status(t) in ("failed", "canceled")))
 
     # -- envelope, request ids, errors ------------------------------------------------------------
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{self.rng.getrandbits(96):024x}"
-
-    def _dispatch(self, h: Any) -> None:
-        # The base writes headers and body separately; without TCP_NODELAY every keep-alive response
-        # waits ~40 ms for the client's delayed ACK (Nagle). Belongs in base.py's Handler.
-        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super()._dispatch(h)
 
     def _respond(self, req: Request) -> Response:
         self._local.rid = req.headers.get("x-request-id") or self._new_id("req")
@@ -120,13 +108,9 @@ class BeatraEmulator(Emulator):
         if code is None:
             code = {500: "internal_error", 502: "upstream_error", 503: "service_unavailable",
                     504: "upstream_timeout"}.get(status, "server_error" if status >= 500 else "invalid_request")
-        err: dict[str, Any] = {"code": code, "message": message, "retryable": status == 429 or status >= 500,
-                               "request_id": getattr(self._local, "rid", None)}
-        if param is not None:
-            err["param"] = param
-        if details is not None:
-            err["details"] = details
-        return {"error": err}
+        return {"error": {"code": code, "message": message, "retryable": status == 429 or status >= 500,
+                          "request_id": getattr(self._local, "rid", None), **({"param": param} if param else {}),
+                          **({"details": details} if details else {})}}
 
     def _check_auth(self, req: Request) -> Response | None:
         auth = req.headers.get("authorization", "")
@@ -141,7 +125,8 @@ class BeatraEmulator(Emulator):
             try:
                 return fn(req)
             except ApiError as e:
-                return Response(e.status, self.error_body(e.status, e.message, e.code, e.param, e.details))
+                status, code, message, param, details = e.args
+                return Response(status, self.error_body(status, message, code, param, details))
         return handler
 
     def invalid(self, errors: list[dict[str, str]]) -> ApiError:
@@ -149,9 +134,8 @@ class BeatraEmulator(Emulator):
                         {"errors": errors})
 
     def iso(self, t: float | None) -> str | None:
-        if t is None:
-            return None
-        return datetime.fromtimestamp(self.unix0 + t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = None if t is None else datetime.fromtimestamp(self.unix0 + t, timezone.utc)
+        return None if stamp is None else stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     # -- create ----------------------------------------------------------------------------------
     def validate(self, body: Any, kind: str) -> str:
@@ -270,53 +254,47 @@ class BeatraEmulator(Emulator):
         return "running" if now >= t["start"] else "queued"
 
     def envelope(self, t: dict[str, Any]) -> dict[str, Any]:
-        now = self.now()
+        now, inp, tid = self.now(), t["input"], t["task_id"]
         st = self.status(t, now)
         done = t["canceled"] if st == "canceled" else (t["end"] if st in TERMINAL else None)
         refunded = t["price"] if st in ("failed", "canceled") else 0.0
-        if st == "running":
-            pct = int(100 * (now - t["start"]) / max(1e-9, t["end"] - t["start"]))
-            progress = {"percent": min(99, pct), "stage": "generating", "message": "Generating audio"}
-        else:
-            progress = {"percent": 100 if st == "succeeded" else 0, "stage": st, "message": None}
-        title = t["input"].get("title") or t["input"].get("prompt", "")[:80]
-        clips = [{"index": self.artifacts[a]["index"], "title": title, "lyrics": t["input"].get("lyrics"),
-                  "audio": {"url": self.signed(f"/files/{a}.mp3"), "artifact_id": a, "mime_type": "audio/mpeg",
-                            "duration_seconds": self.artifacts[a]["seconds"]}} for a in t["clips"]]
-        seconds = sum(c["audio"]["duration_seconds"] for c in clips) if st == "succeeded" else 0
         net = t["price"] - refunded
-        usage = {k: 0 for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-                                "reasoning_tokens", "image_count", "image_pixels", "video_seconds", "characters")}
-        usage.update(audio_seconds=seconds, credits=cr(net), credits_usd_reference=cr(net / 1000),
+        pct = 100 if st == "succeeded" else 0 if st != "running" else \
+            min(99, int(100 * (now - t["start"]) / max(1e-9, t["end"] - t["start"])))
+        clips = [{"index": self.artifacts[a]["index"], "title": inp.get("title") or inp["prompt"][:80],
+                  "lyrics": inp.get("lyrics"), "audio": {"url": self.signed(f"/files/{a}.mp3"), "artifact_id": a,
+                  "mime_type": "audio/mpeg", "duration_seconds": self.artifacts[a]["seconds"]}} for a in t["clips"]]
+        usage = dict.fromkeys(("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+                               "reasoning_tokens", "image_count", "image_pixels", "video_seconds", "characters"), 0)
+        usage.update(audio_seconds=sum(c["audio"]["duration_seconds"] for c in clips) if st == "succeeded" else 0,
+                     credits=cr(net), credits_usd_reference=cr(net / 1000),
                      lines=[{"meter": "music_task", "quantity": 1, "unit": "task", "billed_amount_credits": cr(net),
                              "billed_amount_credits_usd_reference": cr(net / 1000)}])
         billing = {"charged_credits": cr(t["price"]), "refunded_credits": cr(refunded),
                    "charged_credits_usd_reference": cr(t["price"] / 1000),
                    "refunded_credits_usd_reference": cr(refunded / 1000), "currency": "USD"}
-        cb = t["input"].get("callback_url")
-        env = {"object": "task", "task_id": t["task_id"], "status": st, "capability": t["capability"],
-               "model": t["model"], "resolved_model": t["resolved_model"], "metadata": t["input"].get("metadata") or {},
-               "input": t["input"], "progress": progress, "output": {"clips": clips} if st == "succeeded" else None,
-               "warnings": [], "usage": usage, "billing": billing,
-               "error": {"code": "generation_failed", "message": "The model failed to generate audio; the charge "
-                         "was refunded", "retryable": True} if st == "failed" else None,
-               "callback": {"url": cb, "status": "pending" if cb else None, "attempt_count": 0,
-                            "delivered_at": None, "last_error": None},
-               "created_at": self.iso(t["created"]),
+        env = {"object": "task", "task_id": tid, "status": st, "capability": t["capability"], "model": t["model"],
+               "resolved_model": t["resolved_model"], "metadata": inp.get("metadata") or {}, "input": inp,
+               "progress": {"percent": pct, "stage": "generating" if st == "running" else st,
+                            "message": "Generating audio" if st == "running" else None},
+               "output": {"clips": clips} if st == "succeeded" else None, "warnings": [], "usage": usage,
+               "billing": billing, "error": {"code": "generation_failed", "message": "The model failed to generate "
+                                             "audio; the charge was refunded", "retryable": True} if st == "failed" else None,
+               "callback": {"url": inp.get("callback_url"), "status": "pending" if inp.get("callback_url") else None,
+                            "attempt_count": 0, "delivered_at": None, "last_error": None},
+               "created_at": self.iso(t["created"]), "completed_at": self.iso(done),
                "started_at": self.iso(t["start"]) if (now if done is None else done) >= t["start"] else None,
-               "completed_at": self.iso(done), "cancel_requested_at": self.iso(t["canceled"]),
-               "links": {"self": f"{self.url}/v1/tasks/{t['task_id']}",
-                         "cancel": f"{self.url}/v1/tasks/{t['task_id']}/cancel"}}
+               "cancel_requested_at": self.iso(t["canceled"]),
+               "links": {"self": f"{self.url}/v1/tasks/{tid}", "cancel": f"{self.url}/v1/tasks/{tid}/cancel"}}
         if self.skill_fields:
             billing["net_charged_credits"] = cr(net)
             env["deadline_at"] = self.iso(t["created"] + 3600.0)
         return env
 
     def _task(self, req: Request) -> dict[str, Any]:
-        t = self.tasks.get(req.params["id"])
-        if t is None:
+        if req.params["id"] not in self.tasks:
             raise ApiError(404, "not_found", f"task {req.params['id']} not found")
-        return t
+        return self.tasks[req.params["id"]]
 
     def get_task(self, req: Request) -> Response:
         return Response(200, self.envelope(self._task(req)))
@@ -370,7 +348,7 @@ class BeatraEmulator(Emulator):
     def upload(self, req: Request) -> Response:
         ctype = req.headers.get("content-type", "")
         if len(req.body) > self.max_upload_bytes + 65536:
-            raise ApiError(413, "payload_too_large", "file is larger than 100 MB")
+            raise ApiError(413, "payload_too_large", f"file is larger than {self.max_upload_bytes} bytes")
         msg = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + req.body)
         parts = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()} \
             if msg.is_multipart() else {}
@@ -379,8 +357,8 @@ class BeatraEmulator(Emulator):
             raise self.invalid([{"field": "file", "message": "multipart field 'file' is required"}])
         data = f.get_payload(decode=True) or b""
         if len(data) > self.max_upload_bytes:
-            raise ApiError(413, "payload_too_large", "file is larger than 100 MB")
-        text = {k: (parts[k].get_payload(decode=True) or b"").decode() for k in ("purpose", "media_type", "metadata")
+            raise ApiError(413, "payload_too_large", f"file is larger than {self.max_upload_bytes} bytes")
+        text = {k: (parts[k].get_payload(decode=True) or b"").decode(errors="replace") for k in ("purpose", "media_type", "metadata")
                 if k in parts}
         try:
             meta = json.loads(text.get("metadata", "{}"))
