@@ -117,7 +117,9 @@ class Executor:
     async def _generate(self, pt: PlannedTrack) -> Generation | None:
         name = pt.spec.provider.name
         provider = self.providers[name]
-        async with self.jobs, self.per_provider[name]:
+        slots = _Slots(self.jobs, self.per_provider[name])
+        await slots.acquire()
+        try:
             if self.stop.is_set():
                 self._outcome(pt, "skipped", error="not started: an earlier track failed (use -k to keep going)")
                 return None
@@ -126,7 +128,7 @@ class Executor:
             self.reporter.track_started(pt)
             if pt.action is Action.RESUME:
                 job = self.cache.pending_job(pt.gen_key) or {}
-                return await provider.resume(pt.spec, pt.gen_key, job)
+                return await provider.resume(pt.spec, pt.gen_key, job, on_remote_done=slots.release)
             budget = self.options.max_cost
             if budget is not None and self.committed + pt.est_cost_usd > budget + 1e-9:
                 self.budget_stopped = True
@@ -141,14 +143,34 @@ class Executor:
                     self.cache.record_job(pt.gen_key, {"provider": name, "type": provider.type, **entry})
 
             try:
-                generation = await provider.generate(pt.spec, pt.gen_key, journal)
+                generation = await provider.generate(pt.spec, pt.gen_key, journal, on_remote_done=slots.release)
             except BaseException:
                 self.committed -= pt.est_cost_usd
                 raise
             self.committed += generation.cost_usd - pt.est_cost_usd
             return generation
+        finally:
+            slots.release()
 
     def _store(self, pt: PlannedTrack, generation: Generation) -> dict[str, Any]:
         provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,
                       "seed": pt.spec.seed, "cost_usd": generation.cost_usd, "track": pt.spec.id}
         return self.cache.put_generation(pt.gen_key, [(c.data, c.format) for c in generation.clips], provenance)
+
+
+class _Slots:
+    """A global (-j) slot and a provider slot, released once: as soon as the service says the job
+    is finished (downloads come from a CDN and do not count), or when the track's work ends."""
+
+    def __init__(self, *semaphores: asyncio.Semaphore) -> None:
+        self.semaphores = semaphores
+        self.held: list[asyncio.Semaphore] = []
+
+    async def acquire(self) -> None:
+        for sem in self.semaphores:
+            await sem.acquire()
+            self.held.append(sem)
+
+    def release(self) -> None:
+        while self.held:
+            self.held.pop().release()

@@ -54,9 +54,12 @@ class Provider(ABC):
         return TYPES[self.config.type].max_duration
 
     @abstractmethod
-    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob) -> Generation:
-        """Submit, wait, download; call ``on_job`` with the journal entry as soon as a job exists."""
+    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
+                       on_remote_done: Callable[[], None] = lambda: None) -> Generation:
+        """Submit, wait, download; call ``on_job`` with the journal entry as soon as a job exists
+        and ``on_remote_done`` once the service has finished it (before downloading)."""
 
-    async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any]) -> Generation:
+    async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any],
+                     on_remote_done: Callable[[], None] = lambda: None) -> Generation:
         """Finish a job an earlier build submitted (never submits again)."""
         raise NotImplementedError(f"{self.type} jobs cannot be resumed")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from ..clock import Clock
 from ..errors import ProviderError
@@ -113,7 +113,8 @@ class HostedProvider(Provider):
         return self.estimate_cost(spec)
 
     # -- the job lifecycle -------------------------------------------------------------------
-    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob) -> Generation:
+    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
+                       on_remote_done: Callable[[], None] = lambda: None) -> Generation:
         on_job({"state": "submitting"})
         try:
             submitted = await self.submit(spec, gen_key)
@@ -126,26 +127,30 @@ class HostedProvider(Provider):
                "model": spec.model, **submitted.poll}
         on_job(job)
         if submitted.status is not None:  # a synchronous service answered with the result
+            on_remote_done()
             return await self._collect(spec, job, submitted.status)
-        return await self._finish(spec, job, elapsed=0.0)
+        return await self._finish(spec, job, on_remote_done, fresh=True)
 
-    async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any]) -> Generation:
+    async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any],
+                     on_remote_done: Callable[[], None] = lambda: None) -> Generation:
         if job.get("state") != "submitted":
             if self.idempotent_create:  # the service deduplicates: sending again returns the same job
-                return await self.generate(spec, gen_key, lambda entry: None)
+                return await self.generate(spec, gen_key, lambda entry: None, on_remote_done)
             raise AmbiguousCreate(
                 f"an earlier build sent a create request to {self.name} for this track and was stopped "
                 "before the answer arrived: it may have started a paid job. Check the provider's dashboard; "
                 "`musicbuild build --force <track>` submits again")
-        return await self._finish(spec, dict(job), elapsed=None)
+        return await self._finish(spec, dict(job), on_remote_done, fresh=False)
 
-    async def _finish(self, spec: TrackSpec, job: dict[str, Any], elapsed: float | None) -> Generation:
+    async def _finish(self, spec: TrackSpec, job: dict[str, Any], on_remote_done: Callable[[], None],
+                      fresh: bool) -> Generation:
         try:
-            status = await asyncio.wait_for(self._wait(job, fresh=elapsed is not None),
+            status = await asyncio.wait_for(self._wait(job, fresh),
                                             timeout=self.config.timeout * self.clock.scale)
         except asyncio.TimeoutError:
             raise ProviderError(f"{self.name}: job {job['job_id']} not finished after {self.config.timeout:g} s; "
                                 "it stays journaled and the next build resumes it", retryable=True) from None
+        on_remote_done()
         return await self._collect(spec, job, status)
 
     async def _collect(self, spec: TrackSpec, job: Mapping[str, Any], status: JobStatus) -> Generation:

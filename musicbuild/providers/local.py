@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 from ..model import Clip, Generation, TrackSpec
 from ..yamlsrc import Path_
 from .base import OnJob, Provider
@@ -25,7 +26,8 @@ class LocalProvider(Provider):
     def missing_credentials(self) -> str | None:
         return None
 
-    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob) -> Generation:
+    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
+                       on_remote_done: Callable[[], None] = lambda: None) -> Generation:
         # CPU-bound numpy work: a thread keeps the event loop (and hosted jobs' polling) responsive.
         data = await asyncio.to_thread(render_flac, spec)
         return Generation(clips=(Clip(data, "flac"),), provider=self.name, model=LOCAL_MODEL,
