@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
 from .cache import Cache
-from .errors import MusicbuildError, ProviderAuthError
+from .errors import MusicbuildError, ProviderAuthError, ProviderError
 from .providers.http import DEFAULT_TIMEOUT
 from .providers.hosted import RemoteJobFailed
 from .materialize import materialize
@@ -52,6 +52,9 @@ class Executor:
         self.per_provider = {name: asyncio.Semaphore(p.config.max_concurrent) for name, p in self.providers.items()}
         self.blocked: dict[str, str] = {}  # provider name -> auth error message
         self.committed = 0.0  # USD spent or in flight, for --max-cost
+        # one generation per generation key: tracks that differ only in id, format or tags share it
+        self.shared: dict[str, asyncio.Event] = {}
+        self.shared_records: dict[str, dict[str, Any]] = {}
         self.budget_stopped = False
         import httpx  # only builds that run need it
 
@@ -84,11 +87,19 @@ class Executor:
         generation: Generation | None = None
         try:
             record = None
-            if pt.action in (Action.GENERATE, Action.RESUME):
-                generation = await self._generate(pt)
-                if generation is None:
-                    return  # skipped while waiting for a slot
-                record = await asyncio.to_thread(self._store, pt, generation)
+            if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
+                self.reporter.track_started(pt)
+                record = await self._await_shared(pt.gen_key)  # another track pays for this spec
+            elif pt.action in (Action.GENERATE, Action.RESUME):
+                done = self.shared[pt.gen_key] = asyncio.Event()
+                try:
+                    generation = await self._generate(pt)
+                    if generation is None:
+                        return  # skipped while waiting for a slot
+                    record = await asyncio.to_thread(self._store, pt, generation)
+                    self.shared_records[pt.gen_key] = record
+                finally:
+                    done.set()
             else:
                 self.reporter.track_started(pt)
                 record = self.cache.get_generation(pt.gen_key)
@@ -128,13 +139,21 @@ class Executor:
             self.reporter.track_started(pt)
             if pt.action is Action.RESUME:
                 job = self.cache.pending_job(pt.gen_key) or {}
-                return await provider.resume(pt.spec, pt.gen_key, job, on_remote_done=slots.release)
+                return await provider.resume(pt.spec, pt.gen_key, job, on_remote_done=lambda cost: slots.release())
             budget = self.options.max_cost
             if budget is not None and self.committed + pt.est_cost_usd > budget + 1e-9:
                 self.budget_stopped = True
                 self._outcome(pt, "skipped", error=f"not submitted: it would take spending past --max-cost ${budget:.2f}")
                 return None
             self.committed += pt.est_cost_usd
+            charged: list[float] = []
+
+            def remote_done(cost_usd: float) -> None:
+                # count the real charge before the slot goes to the next track's budget check
+                if not charged:
+                    charged.append(cost_usd)
+                    self.committed += cost_usd - pt.est_cost_usd
+                slots.release()
 
             def journal(entry: dict[str, Any] | None) -> None:
                 if entry is None:
@@ -143,14 +162,21 @@ class Executor:
                     self.cache.record_job(pt.gen_key, {"provider": name, "type": provider.type, **entry})
 
             try:
-                generation = await provider.generate(pt.spec, pt.gen_key, journal, on_remote_done=slots.release)
+                generation = await provider.generate(pt.spec, pt.gen_key, journal, on_remote_done=remote_done)
             except BaseException:
-                self.committed -= pt.est_cost_usd
+                self.committed -= charged[0] if charged else pt.est_cost_usd
                 raise
-            self.committed += generation.cost_usd - pt.est_cost_usd
+            self.committed += generation.cost_usd - (charged[0] if charged else pt.est_cost_usd)
             return generation
         finally:
             slots.release()
+
+    async def _await_shared(self, gen_key: str) -> dict[str, Any]:
+        await self.shared[gen_key].wait()
+        record = self.shared_records.get(gen_key)
+        if record is None:
+            raise ProviderError("not generated: the track with the same generation spec failed or was skipped")
+        return record
 
     def _store(self, pt: PlannedTrack, generation: Generation) -> dict[str, Any]:
         provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,

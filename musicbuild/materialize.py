@@ -5,6 +5,7 @@ and are removed on any failure, so a target is either the old file or the comple
 """
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any
 
@@ -44,6 +45,9 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
     clip = clips[min(planned.output.clip, len(clips)) - 1]
     samples, rate = convert.decode(cache.read_blob(clip["sha256"]))
     target = planned.output.path
+    if target.parent.is_dir():  # a build killed mid-write left its temp file; builds never overlap (flock)
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"):
+            stale.unlink(missing_ok=True)
     tmp = temp_beside(target, suffix=f".tmp.{spec.format}")
     try:
         convert.encode(samples, rate, spec.format, tmp)

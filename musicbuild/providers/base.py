@@ -55,11 +55,11 @@ class Provider(ABC):
 
     @abstractmethod
     async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
-                       on_remote_done: Callable[[], None] = lambda: None) -> Generation:
+                       on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         """Submit, wait, download; call ``on_job`` with the journal entry as soon as a job exists
         and ``on_remote_done`` once the service has finished it (before downloading)."""
 
     async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any],
-                     on_remote_done: Callable[[], None] = lambda: None) -> Generation:
+                     on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         """Finish a job an earlier build submitted (never submits again)."""
         raise NotImplementedError(f"{self.type} jobs cannot be resumed")

@@ -6,7 +6,9 @@ lyrics with ``instrumental``; suno lyrics need ``model_options.suno.custom_mode:
 ``model_options`` only in the model's own namespace, with suno's option values and ranges. There is
 no duration field: describe the length in the prompt. ``reference_audio`` is uploaded first
 (``POST /v1/uploads``) and passed as an artifact. Creates carry ``Idempotency-Key`` = generation
-key, so a create whose answer was lost is safely sent again. The charge is read from ``billing``
+key, so a create whose answer was lost is safely sent again, by this build or a later one. When the
+key replays an earlier task that failed (beatra keeps keys 24 h), the new attempt is sent with a key
+derived from the failed task's id. The charge is read from ``billing``
 (credits as decimal strings; 1000 credits = $1 unless ``price.usd_per_credit`` says otherwise).
 """
 from __future__ import annotations
@@ -81,6 +83,9 @@ class BeatraProvider(HostedProvider):
                                  "suno-5.5 lyrics need model_options.suno.custom_mode: true"))
             if not spec.options.get("title"):
                 problems.append((("options", "title"), "a suno-5.5 song with lyrics needs a title (options.title)"))
+        if own == "suno" and custom and not spec.instrumental and not spec.lyrics:
+            problems.append((("instrumental",), "a custom-mode vocal song needs lyrics (and options.title), "
+                                                "or set instrumental: true"))
         for key, value in suno.items():
             where: Path_ = ("options", "model_options", "suno", key)
             if key not in SUNO_OPTIONS:
@@ -129,12 +134,19 @@ class BeatraProvider(HostedProvider):
         if spec.reference_audio is not None:
             body["reference_audio"] = {"type": "artifact", "artifact_id": await self._upload(spec, gen_key)}
             path = "/v1/music/reference-audio-to-music"
-        response = await self.http.request("POST", path, create=True, idempotent=True, json=body,
-                                           headers={"Idempotency-Key": gen_key})
-        task = response.json()
-        task_id = task.get("task_id") if isinstance(task, dict) else None
-        if not task_id:
-            raise ProviderError(f"{self.name}: the answer has no task_id: {str(task)[:200]}")
+        key = gen_key
+        while True:
+            response = await self.http.request("POST", path, create=True, idempotent=True, json=body,
+                                               headers={"Idempotency-Key": key})
+            task = response.json()
+            task_id = task.get("task_id") if isinstance(task, dict) else None
+            if not task_id:
+                raise ProviderError(f"{self.name}: the answer has no task_id: {str(task)[:200]}")
+            if str(task.get("status", "")).lower() not in ("failed", "canceled") or key != gen_key:
+                break
+            # the key replays an earlier submission that failed (refunded) within beatra's 24 h window:
+            # this is a new attempt, so it gets a key of its own, derived from the failed task
+            key = f"{gen_key}-after-{task_id}"
         return Submitted(str(task_id), cost_usd=self._charge(task))
 
     def _charge(self, task: Mapping[str, Any]) -> float | None:

@@ -15,14 +15,15 @@ need it, ``clip_urls``/``download``. This base turns them into ``generate``/``re
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from ..clock import Clock
 from ..errors import ProviderError
 from ..model import Clip, Generation, ProviderConfig, TrackSpec
 from .base import OnJob, Provider
-from .http import AmbiguousCreate, ProviderHTTP, RateLimiter
+from .http import AmbiguousCreate, ProviderHTTP, RateLimiter, last_sent
 
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 
@@ -50,31 +51,35 @@ class Submitted:
 class LatencyModel:
     """What this build has seen of one provider's job latency.
 
-    Each finished job gives a bracket: it was still pending at ``lower`` seconds and done at
-    ``upper``. Lower bounds say when polling starts to be worth a request; upper bounds say when
-    nearly every job is done.
+    Each finished job gives a bracket: it was last seen pending at ``lower`` seconds (0 if its
+    first poll found it done) and was done at ``upper``. Only the most recent jobs count: the first
+    ones learn with coarse polls and their loose brackets should age out.
     """
 
+    RECENT = 32
+
     def __init__(self) -> None:
-        self.lower: list[float] = []
-        self.upper: list[float] = []
+        self.brackets: collections.deque[tuple[float, float]] = collections.deque(maxlen=self.RECENT)
 
     def add(self, lower: float, upper: float) -> None:
-        self.lower.append(lower)
-        self.upper.append(upper)
+        self.brackets.append((lower, upper))
 
     @staticmethod
-    def _q(values: list[float], q: float) -> float | None:
-        if not values:
-            return None
+    def _q(values: Iterable[float], q: float) -> float | None:
         s = sorted(values)
-        return s[min(len(s) - 1, int(q * len(s)))]
+        return s[min(len(s) - 1, int(q * len(s)))] if s else None
 
     def early(self) -> float | None:
-        return self._q(self.lower, 0.05)
+        """Hardly any job is done before then: from jobs actually seen pending."""
+        seen = [lo for lo, _ in self.brackets if lo > 0]
+        if len(seen) >= 3:
+            return self._q(seen, 0.05)
+        return None if not self.brackets else 0.5 * self._q((hi for _, hi in self.brackets), 0.05)  # type: ignore[operator]
 
     def late(self) -> float | None:
-        return self._q(self.upper, 0.8)
+        """Most jobs are done by then. Midpoints, because an upper bound is loose when a poll came
+        late (rate limited); aiming too early is self-correcting: it observes a pending job."""
+        return self._q(((lo + hi) / 2 for lo, hi in self.brackets), 0.8)
 
 
 class HostedProvider(Provider):
@@ -88,6 +93,8 @@ class HostedProvider(Provider):
         self.limiter = limiter or RateLimiter(config.requests_per_minute, self.clock)
         self.requests = 0
         self.latency = LatencyModel()
+        self._sleeping: dict[int, float] = {}  # jobs waiting to poll -> when they were submitted
+        self._last_early = -1e9
         self.bind(client)
 
     def bind(self, client: Any) -> None:
@@ -114,7 +121,7 @@ class HostedProvider(Provider):
 
     # -- the job lifecycle -------------------------------------------------------------------
     async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
-                       on_remote_done: Callable[[], None] = lambda: None) -> Generation:
+                       on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         on_job({"state": "submitting"})
         try:
             submitted = await self.submit(spec, gen_key)
@@ -127,12 +134,12 @@ class HostedProvider(Provider):
                "model": spec.model, **submitted.poll}
         on_job(job)
         if submitted.status is not None:  # a synchronous service answered with the result
-            on_remote_done()
+            on_remote_done(self.price_usd(spec, submitted.status, submitted.cost_usd))
             return await self._collect(spec, job, submitted.status)
         return await self._finish(spec, job, on_remote_done, fresh=True)
 
     async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any],
-                     on_remote_done: Callable[[], None] = lambda: None) -> Generation:
+                     on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         if job.get("state") != "submitted":
             if self.idempotent_create:  # the service deduplicates: sending again returns the same job
                 return await self.generate(spec, gen_key, lambda entry: None, on_remote_done)
@@ -142,7 +149,7 @@ class HostedProvider(Provider):
                 "`musicbuild build --force <track>` submits again")
         return await self._finish(spec, dict(job), on_remote_done, fresh=False)
 
-    async def _finish(self, spec: TrackSpec, job: dict[str, Any], on_remote_done: Callable[[], None],
+    async def _finish(self, spec: TrackSpec, job: dict[str, Any], on_remote_done: Callable[[float], None],
                       fresh: bool) -> Generation:
         try:
             status = await asyncio.wait_for(self._wait(job, fresh),
@@ -150,7 +157,7 @@ class HostedProvider(Provider):
         except asyncio.TimeoutError:
             raise ProviderError(f"{self.name}: job {job['job_id']} not finished after {self.config.timeout:g} s; "
                                 "it stays journaled and the next build resumes it", retryable=True) from None
-        on_remote_done()
+        on_remote_done(self.price_usd(spec, status, job.get("submitted_cost")))
         return await self._collect(spec, job, status)
 
     async def _collect(self, spec: TrackSpec, job: Mapping[str, Any], status: JobStatus) -> Generation:
@@ -165,17 +172,34 @@ class HostedProvider(Provider):
     async def _wait(self, job: Mapping[str, Any], fresh: bool) -> JobStatus:
         start = self.clock.now()
         polls, last_pending = 0, 0.0
-        while True:
-            await self.clock.sleep(self.next_poll_delay(self.clock.now() - start, polls))
-            status = await self.poll(job)
-            polls += 1
-            elapsed = self.clock.now() - start
-            if status.state == "pending":
-                last_pending = elapsed
-                continue
-            if fresh and status.state == "done":
-                self.latency.add(last_pending, elapsed)
-            return status
+        self._sleeping[id(job)] = start
+        try:
+            while True:
+                await self._sleep_until_due(id(job), start, self.next_poll_delay(self.clock.now() - start, polls))
+                status = await self.poll(job)
+                polls += 1
+                elapsed = last_sent.get() - start  # when the service looked, not when we heard back
+                if status.state == "pending":
+                    last_pending = elapsed
+                    continue
+                if fresh and status.state == "done":
+                    self.latency.add(last_pending, elapsed)
+                return status
+        finally:
+            self._sleeping.pop(id(job), None)
+
+    async def _sleep_until_due(self, key: int, start: float, delay: float) -> None:
+        """Sleep ``delay``, but poll early while the rate window is mostly idle and this is the
+        oldest job waiting: a finished job nobody has asked about holds a concurrency slot, so
+        spare requests are best spent on the job most likely done."""
+        deadline = self.clock.now() + delay
+        while (left := deadline - self.clock.now()) > 0:
+            await self.clock.sleep(min(left, self.min_poll))
+            idle = self.limiter.limit and self.limiter.pressure() < 0.9
+            oldest = min(self._sleeping.values(), default=start) >= start
+            if idle and oldest and self.clock.now() - self._last_early >= self.min_poll:
+                self._last_early = self.clock.now()
+                return
 
     def next_poll_delay(self, elapsed: float, polls: int) -> float:
         """Seconds to wait before the next poll of a job submitted ``elapsed`` seconds ago."""

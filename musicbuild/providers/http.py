@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import json
 import random
 from typing import Any, Callable, Mapping
@@ -23,6 +24,10 @@ import httpx
 
 from ..clock import Clock
 from ..errors import ProviderAuthError, ProviderError
+
+# When this task's last request got its slot: what a poll observed is true as of then, however long
+# the rate limiter made the request wait before (polling learns latencies from it).
+last_sent: contextvars.ContextVar[float] = contextvars.ContextVar("last_sent", default=0.0)
 
 WINDOW = 60.0
 WINDOW_MARGIN = 1.01  # clocks differ a little: keep clear of the service's window edge
@@ -148,9 +153,17 @@ class ProviderHTTP:
         self.clock = clock
         self.on_request = on_request  # counts requests for the report
 
+    def _key(self) -> str:
+        return self.env.get(self.key_env or "", "").strip()  # a pasted key often ends in a newline
+
     def auth_headers(self) -> dict[str, str]:
-        key = self.env.get(self.key_env or "", "")
+        key = self._key()
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def redact(self, text: str) -> str:
+        """Services sometimes quote the key they rejected: never let it into a message."""
+        key = self._key()
+        return text.replace(key, f"${self.key_env}") if len(key) >= 4 else text
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
@@ -164,8 +177,12 @@ class ProviderHTTP:
             attempt += 1
             slot = await self.limiter.acquire()
             self.on_request()
+            last_sent.set(self.clock.now())
             try:
                 response = await self.client.request(method, self.url(path), headers=headers, **kwargs)
+            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                self.limiter.release(slot)  # refused by our own HTTP stack: nothing was sent
+                raise ProviderError(self.redact(f"{self.name}: the request could not be sent ({exc})")) from None
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self.limiter.release(slot)
                 # never reached the service: safe to repeat, even a create
@@ -201,15 +218,18 @@ class ProviderHTTP:
             if status >= 500 and (not create or idempotent) and attempt <= READ_RETRIES:
                 await self.clock.sleep(backoff(attempt))
                 continue
-            raise ProviderError(f"{self.name} ({self.type_name}) answered {status}: {service_message(response)}",
-                                retryable=status >= 500)
+            message = self.redact(f"{self.name} ({self.type_name}) answered {status}: {service_message(response)}")
+            if create and not idempotent and status >= 500 and status != 503:
+                # 500/502/504 may come after the job was started upstream (504 is a timeout)
+                raise AmbiguousCreate(f"{message}; the job may have started and been charged, so it is not re-sent")
+            raise ProviderError(message, retryable=status >= 500)
 
     def _auth_message(self, response: httpx.Response) -> str:
         what = {401: "rejected the API key", 402: "refused payment (no credit left)",
                 403: "refused access for the API key"}[response.status_code]
         where = f" in ${self.key_env}" if self.key_env else ""
-        return (f"{self.name} ({self.type_name}) {what}{where} ({response.status_code}: "
-                f"{service_message(response)}); no more jobs are submitted to it")
+        return self.redact(f"{self.name} ({self.type_name}) {what}{where} ({response.status_code}: "
+                           f"{service_message(response)}); no more jobs are submitted to it")
 
     async def get_json(self, path: str, **kwargs: Any) -> Any:
         response = await self.request("GET", path, **kwargs)
@@ -235,8 +255,8 @@ class ProviderHTTP:
                         continue
                     if response.status_code >= 400:
                         await response.aread()
-                        raise ProviderError(f"{self.name}: download failed ({response.status_code}: "
-                                            f"{service_message(response)})", retryable=True)
+                        raise ProviderError(self.redact(f"{self.name}: download failed ({response.status_code}: "
+                                                        f"{service_message(response)})"), retryable=True)
                     chunks, size = [], 0
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)

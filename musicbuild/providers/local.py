@@ -27,7 +27,7 @@ class LocalProvider(Provider):
         return None
 
     async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
-                       on_remote_done: Callable[[], None] = lambda: None) -> Generation:
+                       on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         # CPU-bound numpy work: a thread keeps the event loop (and hosted jobs' polling) responsive.
         data = await asyncio.to_thread(render_flac, spec)
         return Generation(clips=(Clip(data, "flac"),), provider=self.name, model=LOCAL_MODEL,
