@@ -3,28 +3,21 @@ from __future__ import annotations
 
 import io
 import time
-from contextlib import contextmanager
 from typing import Any, Iterator
 
 import httpx
 import pytest
 import soundfile as sf
 
+from tests.emulators.base import serving
 from tests.emulators.aigateway import AIgatewayEmulator
 
 KEY = {"Authorization": "Bearer test-key"}
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-@contextmanager
 def serve(**kw: Any) -> Iterator[tuple[AIgatewayEmulator, httpx.Client]]:
-    opts: dict[str, Any] = {"time_scale": 0.001, "latency": 5.0, "audio_seconds": 1.0, **kw}
-    emu = AIgatewayEmulator(**opts).start()
-    try:
-        with httpx.Client(base_url=emu.url, headers=KEY, timeout=5) as client:
-            yield emu, client
-    finally:
-        emu.stop()
+    return serving(AIgatewayEmulator, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import time
-from contextlib import contextmanager
 from typing import Any, Iterator
 
 import av
@@ -11,20 +10,14 @@ import httpx
 import pytest
 import soundfile as sf
 
+from tests.emulators.base import serving
 from tests.emulators.sonauto import SonautoEmulator
 
 KEY = {"Authorization": "Bearer test-key"}
 
 
-@contextmanager
 def serve(**kw: Any) -> Iterator[tuple[SonautoEmulator, httpx.Client]]:
-    opts: dict[str, Any] = {"time_scale": 0.001, "latency": 5.0, "audio_seconds": 1.0, **kw}
-    emu = SonautoEmulator(**opts).start()
-    try:
-        with httpx.Client(base_url=emu.url, headers=KEY, timeout=5) as client:
-            yield emu, client
-    finally:
-        emu.stop()
+    return serving(SonautoEmulator, **kw)
 
 
 @pytest.fixture(scope="module")

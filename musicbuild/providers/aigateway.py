@@ -16,12 +16,13 @@ from ..model import TrackSpec
 from ..yamlsrc import Path_
 from .catalog import estimate_cost, price_for
 from .hosted import HostedProvider, JobStatus, Submitted
+from .rules import BOOL, Rule, check_options, one_of
 
-OPTIONS: dict[str, tuple[type, tuple[Any, ...]]] = {
-    "format": (str, ("wav", "mp3")),
-    "lyrics_optimizer": (bool, ()),
-    "routing": (str, ("cost", "speed", "quality", "auto")),
-    "tag": (str, ()),
+RULES: dict[str, Rule] = {
+    "format": one_of("wav", "mp3"),
+    "lyrics_optimizer": BOOL,
+    "routing": one_of("cost", "speed", "quality", "auto"),
+    "tag": (lambda v: isinstance(v, str), "a string"),
 }
 PENDING = {"queued", "running", "processing"}
 FAILED = {"failed", "cancelled", "canceled"}
@@ -35,14 +36,7 @@ class AIgatewayProvider(HostedProvider):
         problems: list[tuple[Path_, str]] = []
         if not spec.prompt.strip():
             problems.append((("prompt",), "AIgateway requires a prompt"))
-        for key, value in spec.options.items():
-            if key not in OPTIONS:
-                problems.append((("options", key), f"AIgateway has no option '{key}' (it takes: {', '.join(OPTIONS)})"))
-                continue
-            kind, allowed = OPTIONS[key]
-            if not isinstance(value, kind) or (allowed and value not in allowed):
-                want = " or ".join(map(str, allowed)) if allowed else kind.__name__
-                problems.append((("options", key), f"must be {want}, not {value!r}"))
+        problems += check_options("AIgateway", spec.options, RULES)
         return problems
 
     async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:

@@ -16,15 +16,17 @@ from ..errors import ProviderError
 from ..model import TrackSpec
 from ..yamlsrc import Path_
 from .hosted import HostedProvider, JobStatus, Submitted
+from .rules import BOOL, Rule, between, check_options, number, one_of
 
-FORMATS = ("ogg", "mp3", "flac", "wav", "m4a")
-BIT_RATES = (128, 192, 256, 320)
 V2_ONLY = ("balance_strength", "num_songs")
-OPTIONS = ("prompt_strength", "balance_strength", "num_songs", "output_format", "output_bit_rate", "align_lyrics")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+RULES: dict[str, Rule] = {
+    "prompt_strength": (number, "a number"),
+    "balance_strength": between(0, 1),
+    "num_songs": (lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2"),
+    "output_format": one_of("ogg", "mp3", "flac", "wav", "m4a"),
+    "output_bit_rate": one_of(128, 192, 256, 320),
+    "align_lyrics": BOOL,
+}
 
 
 class SonautoProvider(HostedProvider):
@@ -45,25 +47,10 @@ class SonautoProvider(HostedProvider):
             problems.append((("instrumental",), "Sonauto takes no lyrics for an instrumental"))
         if v3 and spec.bpm:
             problems.append((("bpm",), "Sonauto v3 has no bpm (it is v2-only): remove it or use model v2"))
-        opts = spec.options
-        for key in opts:
-            if key not in OPTIONS:
-                problems.append((("options", key), f"Sonauto has no option '{key}' (it takes: {', '.join(OPTIONS)})"))
-            elif v3 and key in V2_ONLY:
+        for key in V2_ONLY:
+            if v3 and key in spec.options:
                 problems.append((("options", key), f"'{key}' is v2-only; Sonauto v3 refuses it"))
-        checks = [
-            ("prompt_strength", _number, "a number"),
-            ("balance_strength", lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
-            ("num_songs", lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2"),
-            ("output_format", lambda v: v in FORMATS, "one of " + ", ".join(FORMATS)),
-            ("output_bit_rate", lambda v: v in BIT_RATES or str(v) in map(str, BIT_RATES), "128, 192, 256 or 320"),
-            ("align_lyrics", lambda v: isinstance(v, bool), "true or false"),
-        ]
-        for key, ok, want in checks:
-            if key in opts and not ok(opts[key]):
-                problems.append((("options", key), f"must be {want}, not {opts[key]!r}"))
-        if "output_bit_rate" in opts and opts.get("output_format", "flac") not in ("mp3", "m4a"):
-            problems.append((("options", "output_bit_rate"), "only applies to output_format mp3 or m4a"))
+        problems += check_options("Sonauto", spec.options, RULES)
         return problems
 
     async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:

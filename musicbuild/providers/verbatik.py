@@ -17,17 +17,19 @@ from ..model import TrackSpec
 from ..yamlsrc import Path_
 from .catalog import estimate_cost, price_for
 from .hosted import HostedProvider, JobStatus, Submitted
+from .rules import BOOL, Rule, between, check_options, one_of
 
-FORMATS = ("flac", "mp3", "wav", "ogg", "m4a")
-BIT_RATES = ("128", "192", "256", "320")
-OPTIONS = ("prompt_strength", "balance_strength", "num_songs", "output_format", "output_bit_rate",
-           "store_audio", "name")
+RULES: dict[str, Rule] = {
+    "prompt_strength": between(1.4, 3.1),
+    "balance_strength": between(0, 1),
+    "num_songs": (lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2"),
+    "output_format": one_of("flac", "mp3", "wav", "ogg", "m4a"),
+    "output_bit_rate": one_of(128, 192, 256, 320),
+    "store_audio": BOOL,
+    "name": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+}
 ALLOWED = {frozenset({"prompt"}), frozenset({"prompt", "tags"}), frozenset({"prompt", "lyrics"}),
            frozenset({"tags", "lyrics"})}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class VerbatikProvider(HostedProvider):
@@ -43,24 +45,7 @@ class VerbatikProvider(HostedProvider):
         if spec.instrumental and spec.lyrics:
             problems.append((("instrumental",), "Verbatik makes a song with vocals when lyrics are given: "
                                                 "drop the lyrics or set instrumental: false"))
-        opts = spec.options
-        for key in opts:
-            if key not in OPTIONS:
-                problems.append((("options", key), f"Verbatik has no option '{key}' (it takes: {', '.join(OPTIONS)})"))
-        checks = [
-            ("prompt_strength", lambda v: _number(v) and 1.4 <= v <= 3.1, "a number from 1.4 to 3.1"),
-            ("balance_strength", lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
-            ("num_songs", lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2"),
-            ("output_format", lambda v: v in FORMATS, "one of " + ", ".join(FORMATS)),
-            ("output_bit_rate", lambda v: str(v) in BIT_RATES, "one of " + ", ".join(BIT_RATES)),
-            ("store_audio", lambda v: isinstance(v, bool), "true or false"),
-            ("name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
-        ]
-        for key, ok, want in checks:
-            if key in opts and not ok(opts[key]):
-                problems.append((("options", key), f"must be {want}, not {opts[key]!r}"))
-        if "output_bit_rate" in opts and opts.get("output_format", "flac") not in ("mp3", "m4a"):
-            problems.append((("options", "output_bit_rate"), "only applies to output_format mp3 or m4a"))
+        problems += check_options("Verbatik", spec.options, RULES)
         return problems
 
     async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:

@@ -14,6 +14,7 @@ music API has and what our tests need to provoke:
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -24,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -348,3 +349,17 @@ def public(handler: Callable[[Request], Response]) -> Callable[[Request], Respon
     target = getattr(handler, "__func__", handler)  # bound methods carry attributes on their function
     target.public = True  # type: ignore[attr-defined]
     return handler
+
+
+@contextlib.contextmanager
+def serving(cls: type[Emulator], **kw: Any) -> Iterator[tuple[Any, Any]]:
+    """Start ``cls`` fast (virtual time 1000x) with a keyed httpx client, for emulator tests."""
+    import httpx
+
+    opts: dict[str, Any] = {"time_scale": 0.001, "latency": 5.0, "audio_seconds": 1.0, **kw}
+    emu = cls(**opts).start()
+    try:
+        with httpx.Client(base_url=emu.url, headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=5) as client:
+            yield emu, client
+    finally:
+        emu.stop()
