@@ -85,8 +85,8 @@ def main() -> None:
     print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
     scenarios = [
         # name, N, R (req/min), C, latency, time scale (real s per virtual s)
-        ("concurrency-bound, L=60s", 240 // k, 100000, 10, 60.0, 0.02),
-        ("concurrency-bound, L=30-90s", 240 // k, 100000, 10, (30.0, 90.0), 0.02),
+        ("concurrency-bound, L=60s", 480 // k, 100000, 10, 60.0, 0.02),
+        ("concurrency-bound, L=30-90s", 480 // k, 100000, 10, (30.0, 90.0), 0.02),
         ("rate-bound R=30, L=60s", 150 // k, 30, 100, 60.0, 0.02),
         ("rate-bound R=30, L=30-90s", 150 // k, 30, 100, (30.0, 90.0), 0.02),
     ]

@@ -93,7 +93,14 @@ def credential_problems(specs: list[TrackSpec], env: Mapping[str, str]) -> list[
 
 
 def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: Cache, force: bool = False) -> list[PlannedTrack]:
-    return plan_tracks(specs, cache, force=force, estimate=estimate)
+    planned = plan_tracks(specs, cache, force=force, estimate=estimate)
+    paid: set[str] = set()
+    for i, pt in enumerate(planned):  # tracks sharing a generation key share one (paid) generation
+        if pt.action in (Action.GENERATE, Action.RESUME):
+            if pt.gen_key in paid:
+                planned[i] = replace(pt, est_cost_usd=0.0)
+            paid.add(pt.gen_key)
+    return planned
 
 
 def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,

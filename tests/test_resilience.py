@@ -760,6 +760,8 @@ def test_tracks_sharing_a_generation_key_pay_once(project: Project, env: dict[st
         write_manifest(project, {"gw": provider("aigateway", gw, **FAST)}, [
             {"id": "theme-mp3", "provider": "gw", "prompt": "main theme", "seed": 7, "format": "mp3"},
             {"id": "theme-ogg", "provider": "gw", "prompt": "main theme", "seed": 7, "format": "ogg"}])
+        plan = json.loads(project.run("plan", "--json").out)["tracks"]
+        assert plan[0]["cost_usd"] > 0 and plan[1]["cost_usd"] == 0  # estimated once, as it is paid once
         result, report = build(project)
         assert result.code == 0, result.err
         assert len({t["gen_key"] for t in report["tracks"]}) == 1
