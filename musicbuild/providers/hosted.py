@@ -69,12 +69,15 @@ class LatencyModel:
         s = sorted(values)
         return s[min(len(s) - 1, int(q * len(s)))] if s else None
 
-    def early(self) -> float | None:
-        """Hardly any job is done before then: from jobs actually seen pending."""
+    def early(self, step: float) -> float | None:
+        """Hardly any job is done before then. Jobs found done at their first poll say nothing about
+        how early they finished, so their upper bound minus a poll step caps the estimate: without
+        it the estimate only ever grows (censoring) and quick jobs wait for slow ones' schedule."""
+        if not self.brackets:
+            return None
+        uppers = self._q((hi for _, hi in self.brackets), 0.05) - step  # type: ignore[operator]
         seen = [lo for lo, _ in self.brackets if lo > 0]
-        if len(seen) >= 3:
-            return self._q(seen, 0.05)
-        return None if not self.brackets else 0.5 * self._q((hi for _, hi in self.brackets), 0.05)  # type: ignore[operator]
+        return max(0.0, min(uppers, self._q(seen, 0.05)) if len(seen) >= 3 else uppers / 2)
 
     def late(self) -> float | None:
         """Most jobs are done by then. Midpoints, because an upper bound is loose when a poll came
@@ -171,14 +174,15 @@ class HostedProvider(Provider):
 
     async def _wait(self, job: Mapping[str, Any], fresh: bool) -> JobStatus:
         start = self.clock.now()
-        polls, last_pending = 0, 0.0
+        polls, last_pending, last_poll = 0, 0.0, None
         self._sleeping[id(job)] = start
         try:
             while True:
-                await self._sleep_until_due(id(job), start, self.next_poll_delay(self.clock.now() - start, polls))
+                delay = self.next_poll_delay(self.clock.now() - start, polls, last_poll)
+                await self._sleep_until_due(id(job), start, delay)
                 status = await self.poll(job)
                 polls += 1
-                elapsed = last_sent.get() - start  # when the service looked, not when we heard back
+                elapsed = last_poll = last_sent.get() - start  # when the service looked, not when we heard back
                 if status.state == "pending":
                     last_pending = elapsed
                     continue
@@ -201,19 +205,22 @@ class HostedProvider(Provider):
                 self._last_early = self.clock.now()
                 return
 
-    def next_poll_delay(self, elapsed: float, polls: int) -> float:
-        """Seconds to wait before the next poll of a job submitted ``elapsed`` seconds ago."""
+    def next_poll_delay(self, elapsed: float, polls: int, last_poll: float | None = None) -> float:
+        """Seconds to wait before the next poll of a job submitted ``elapsed`` seconds ago whose
+        previous poll was sent at ``last_poll``."""
+        spacing = self.min_poll * 1.02  # the service measures from its answer: stay clear of its 304
         interval = max(self.min_poll, self.config.poll_interval)
-        early, late = self.latency.early(), self.latency.late()
+        early, late = self.latency.early(self.min_poll), self.latency.late()
         if early is None or late is None:  # nothing learnt yet: back off x1.5 up to 30 s
             return max(self.min_poll, min(30.0, interval * 1.5 ** polls))
+        soonest = elapsed if last_poll is None else last_poll + spacing
         if self.limiter.pressure() > 0.7:
             # requests are scarce: spend one poll near the slow end, then a few more if needed
-            target = late if elapsed < late else elapsed + max(interval, (late - early) / 2)
+            target = late if elapsed < late else max(soonest, elapsed + max(interval, (late - early) / 2))
         else:
             # requests to spare: a finished job holds a concurrency slot, so look often once due
-            target = early if elapsed < early else elapsed + self.min_poll
-        return max(self.min_poll, target - elapsed)
+            target = max(early, soonest)
+        return max(soonest - elapsed, target - elapsed, 0.0)
 
     async def fetch(self, url: str) -> Clip:
         from ..audio.convert import sniff_format
