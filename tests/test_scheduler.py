@@ -56,3 +56,57 @@ def test_max_concurrent_bounds_jobs_in_flight(project: Project) -> None:
         for job in jobs:  # at any creation time, at most 3 earlier jobs may still be unfinished
             running = [o for o in jobs if o.created <= job.created < o.created + o.latency]
             assert len(running) <= 3
+
+
+def test_ctrl_c_while_a_create_waits_for_a_rate_slot_leaves_nothing_ambiguous(project: Project) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with AIgatewayEmulator(time_scale=SCALE, rpm=2, latency=600, audio_seconds=2) as emu:
+        write(project, emu.url, rpm=2, n=4)
+        env = {**os.environ, "MUSICBUILD_TIME_SCALE": str(SCALE), "AIGATEWAY_API_KEY": "test-key"}
+        proc = subprocess.Popen([sys.executable, "-m", "musicbuild", "build"], cwd=project.root, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while emu.creates < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)  # the other two creates are now queued behind the 2-per-minute limit
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 130 and emu.creates == 2
+        plan = {r["id"]: r["action"] for r in __import__("json").loads(project.run("plan", "--json").out)["tracks"]}
+        assert sorted(plan.values()) == ["generate", "generate", "resume", "resume"]  # sent ones resume, queued ones are new
+
+
+def test_ctrl_c_during_a_create_keeps_it_journaled_as_possibly_paid(project: Project, monkeypatch) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .emulators.verbatik import VerbatikEmulator
+
+    monkeypatch.setenv("VERBATIK_API_KEY", "test-key")
+    with VerbatikEmulator(time_scale=SCALE, latency=600, audio_seconds=2) as emu:  # its create blocks
+        project.write(f"""\
+version: 1
+providers: {{vb: {{type: verbatik, base_url: "{emu.url}"}}}}
+tracks:
+  - {{id: song, provider: vb, prompt: a song, format: wav}}
+""")
+        env = {**os.environ, "MUSICBUILD_TIME_SCALE": str(SCALE), "VERBATIK_API_KEY": "test-key"}
+        proc = subprocess.Popen([sys.executable, "-m", "musicbuild", "build"], cwd=project.root, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while emu.creates < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        again = project.run("build")
+        assert again.code == 1 and "may have started a paid job" in again.err
+        assert emu.creates == 1  # reported, not re-sent

@@ -23,7 +23,7 @@ from ..clock import Clock
 from ..errors import ProviderError
 from ..model import Clip, Generation, ProviderConfig, TrackSpec
 from .base import OnJob, Provider
-from .http import AmbiguousCreate, ProviderHTTP, RateLimiter, last_sent
+from .http import AmbiguousCreate, ProviderHTTP, RateLimiter, create_sent, last_sent
 
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 
@@ -126,12 +126,17 @@ class HostedProvider(Provider):
     async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
                        on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         on_job({"state": "submitting"})
+        create_sent.set(False)
         try:
             submitted = await self.submit(spec, gen_key)
         except AmbiguousCreate:
             raise  # the intent stays journaled: the next build reports it instead of paying twice
-        except BaseException:
-            on_job(None)  # the service answered "no" (or we never sent): nothing was started
+        except ProviderError:
+            on_job(None)  # the service answered "no" (or nothing was sent): nothing was started
+            raise
+        except BaseException:  # interrupted: keep the intent if the create may have left
+            if not create_sent.get():
+                on_job(None)
             raise
         job = {"state": "submitted", "job_id": submitted.job_id, "submitted_cost": submitted.cost_usd,
                "model": spec.model, **submitted.poll}

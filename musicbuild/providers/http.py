@@ -29,6 +29,10 @@ from ..errors import ProviderAuthError, ProviderError
 # the rate limiter made the request wait before (polling learns latencies from it).
 last_sent: contextvars.ContextVar[float] = contextvars.ContextVar("last_sent", default=0.0)
 
+# Set once a create request of this task has left: from then on, giving up (Ctrl-C, a timeout)
+# cannot prove the service never saw it, so the journaled intent must stay.
+create_sent: contextvars.ContextVar[bool] = contextvars.ContextVar("create_sent", default=False)
+
 WINDOW = 60.0
 WINDOW_MARGIN = 1.01  # clocks differ a little: keep clear of the service's window edge
 READ_RETRIES = 6
@@ -178,6 +182,8 @@ class ProviderHTTP:
             slot = await self.limiter.acquire()
             self.on_request()
             last_sent.set(self.clock.now())
+            if create:
+                create_sent.set(True)
             try:
                 response = await self.client.request(method, self.url(path), headers=headers, **kwargs)
             except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
