@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 
 import httpx
 import pytest
 import soundfile as sf
 
+from tests.emulators.base import Started
 from tests.emulators.beatra import BeatraEmulator
 
 KEY = "bt_test"
@@ -16,25 +16,13 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXT, REF = "/v1/music/text-to-music", "/v1/music/reference-audio-to-music"
 SUNO_VOCAL = {"model": "suno-5.5", "prompt": "synthwave", "title": "Night Drive", "lyrics": "[Verse]\ndrive",
               "model_options": {"suno": {"custom_mode": True, "vocal_gender": "f", "style_weight": 0.65}}}
-_started: list[BeatraEmulator] = []
-
-
-def make(**kw) -> BeatraEmulator:
-    opts = dict(api_key=KEY, time_scale=0.001, latency=(2.0, 5.0), audio_seconds=0.5, url_ttl=1e6)
-    opts.update(kw)
-    _started.append(BeatraEmulator(**opts).start())
-    return _started[-1]
+make = Started(BeatraEmulator, api_key=KEY, time_scale=0.001, latency=(2.0, 5.0), audio_seconds=0.5, url_ttl=1e6)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _stop_all():
-    """Stop every emulator at the end of the module, all at once (each stop waits for its serve loop)."""
     yield
-    threads = [threading.Thread(target=e.stop) for e in _started]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    make.stop_all()
 
 
 @pytest.fixture(scope="module")

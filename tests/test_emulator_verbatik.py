@@ -5,7 +5,6 @@ import io
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -13,31 +12,20 @@ import httpx
 import pytest
 import soundfile as sf
 
+from tests.emulators.base import Started
 from tests.emulators.verbatik import VerbatikEmulator
 
 KEY = "vbt_test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-_started: list[VerbatikEmulator] = []
-
-
-def make(**kw) -> VerbatikEmulator:
-    opts = dict(api_key=KEY, time_scale=0.001, latency=(2.0, 5.0), audio_seconds=0.5, url_ttl=1e6)
-    opts.update(kw)
-    _started.append(VerbatikEmulator(**opts).start())
-    return _started[-1]
+make = Started(VerbatikEmulator, api_key=KEY, time_scale=0.001, latency=(2.0, 5.0), audio_seconds=0.5, url_ttl=1e6)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _stop_all():
-    """Stop every emulator at the end of the module, all at once (each stop waits for its serve loop)."""
     yield
-    threads = [threading.Thread(target=e.stop) for e in _started]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    make.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +193,7 @@ def test_error_bodies(emu, client, web):
 
 
 def test_rate_limit_429_and_headers():
-    emu = make(rpm=3, time_scale=0.003)
+    emu = make(rpm=3, time_scale=0.05)  # 2 virtual s of tolerance below = 100 ms of real jitter
     with httpx.Client(base_url=emu.url, headers=AUTH) as c:
         v0 = emu.now()
         seen = [c.post("/api/v1/text-to-music", json={"lyrics": "x"}) for _ in range(4)]
@@ -216,7 +204,7 @@ def test_rate_limit_429_and_headers():
         assert abs(reset - (emu.unix0 + v0 + 60)) <= 2  # virtual unix time of the window's end
         wait = int(seen[3].headers["Retry-After"])
         assert 1 <= wait <= 60 and seen[3].json()["error"] == "Too Many Requests"
-        time.sleep(wait * 0.003 + 0.02)
+        time.sleep(wait * emu.time_scale + 0.05)
         assert c.post("/api/v1/text-to-music", json={"lyrics": "x"}).status_code == 400
 
 

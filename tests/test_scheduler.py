@@ -1,10 +1,19 @@
 """The scheduler against a rate-limited emulator: limits kept full, never exceeded, 429s survived."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable
+
 import pytest
 
 from .conftest import Project
 from .emulators.aigateway import AIgatewayEmulator
+from .emulators.verbatik import VerbatikEmulator
 
 SCALE = 0.01  # 1 virtual minute = 0.6 s
 
@@ -58,39 +67,31 @@ def test_max_concurrent_bounds_jobs_in_flight(project: Project) -> None:
             assert len(running) <= 3
 
 
-def test_ctrl_c_while_a_create_waits_for_a_rate_slot_leaves_nothing_ambiguous(project: Project) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+def interrupt_build(project: Project, env: dict[str, str], ready: Callable[[], bool]) -> int:
+    """Run `musicbuild build` in a subprocess, Ctrl-C it once `ready()`, return its exit status."""
+    proc = subprocess.Popen([sys.executable, "-m", "musicbuild", "build"], cwd=project.root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    return proc.returncode
 
+
+def test_ctrl_c_while_a_create_waits_for_a_rate_slot_leaves_nothing_ambiguous(project: Project) -> None:
     with AIgatewayEmulator(time_scale=SCALE, rpm=2, latency=600, audio_seconds=2) as emu:
         write(project, emu.url, rpm=2, n=4)
         env = {**os.environ, "MUSICBUILD_TIME_SCALE": str(SCALE), "AIGATEWAY_API_KEY": "test-key"}
-        proc = subprocess.Popen([sys.executable, "-m", "musicbuild", "build"], cwd=project.root, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while emu.creates < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.1)  # the other two creates are now queued behind the 2-per-minute limit
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-        assert proc.returncode == 130 and emu.creates == 2
-        plan = {r["id"]: r["action"] for r in __import__("json").loads(project.run("plan", "--json").out)["tracks"]}
-        assert sorted(plan.values()) == ["generate", "generate", "resume", "resume"]  # sent ones resume, queued ones are new
+        # two creates go out; the other two are queued behind the 2-per-minute limit
+        assert interrupt_build(project, env, lambda: emu.creates >= 2) == 130 and emu.creates == 2
+        plan = {r["id"]: r["action"] for r in json.loads(project.run("plan", "--json").out)["tracks"]}
+        assert sorted(plan.values()) == ["generate", "generate", "resume", "resume"]  # sent ones resume
 
 
-def test_ctrl_c_during_a_create_keeps_it_journaled_as_possibly_paid(project: Project, monkeypatch) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from .emulators.verbatik import VerbatikEmulator
-
-    monkeypatch.setenv("VERBATIK_API_KEY", "test-key")
+def test_ctrl_c_during_a_create_keeps_it_journaled_as_possibly_paid(project: Project,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     with VerbatikEmulator(time_scale=SCALE, latency=600, audio_seconds=2) as emu:  # its create blocks
         project.write(f"""\
 version: 1
@@ -99,14 +100,8 @@ tracks:
   - {{id: song, provider: vb, prompt: a song, format: wav}}
 """)
         env = {**os.environ, "MUSICBUILD_TIME_SCALE": str(SCALE), "VERBATIK_API_KEY": "test-key"}
-        proc = subprocess.Popen([sys.executable, "-m", "musicbuild", "build"], cwd=project.root, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while emu.creates < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-        assert proc.returncode == 130
+        assert interrupt_build(project, env, lambda: emu.creates >= 1) == 130
+        monkeypatch.setenv("VERBATIK_API_KEY", "test-key")
         again = project.run("build")
         assert again.code == 1 and "may have started a paid job" in again.err
         assert emu.creates == 1  # reported, not re-sent

@@ -363,3 +363,19 @@ def serving(cls: type[Emulator], **kw: Any) -> Iterator[tuple[Any, Any]]:
             yield emu, client
     finally:
         emu.stop()
+
+
+class Started:
+    """Emulators a test module starts with shared defaults; ``stop_all`` ends them together."""
+
+    def __init__(self, cls: type[Emulator], **defaults: Any) -> None:
+        self.cls, self.defaults, self.running = cls, defaults, []
+
+    def __call__(self, **kw: Any) -> Any:
+        emu = self.cls(**{**self.defaults, **kw}).start()
+        self.running.append(emu)
+        return emu
+
+    def stop_all(self) -> None:
+        while self.running:
+            self.running.pop().stop()
