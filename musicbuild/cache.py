@@ -90,6 +90,10 @@ class Cache:
             return rec
         return None
 
+    def generation_record(self, gen_key: str) -> dict[str, Any] | None:
+        """The record even if its blobs were collected (provenance outlives audio)."""
+        return self.index.get("gen:" + gen_key)
+
     def put_generation(self, gen_key: str, clips: list[tuple[bytes, str]], provenance: dict[str, Any]) -> dict:
         stored = [{"sha256": self.put_blob(data), "format": fmt, "bytes": len(data)} for data, fmt in clips]
         rec = {**provenance, "clips": stored, "created_at": time.time()}

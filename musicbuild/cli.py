@@ -38,6 +38,16 @@ def _money(text: str) -> float:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must look like 2/4") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError("needs 1 <= I <= N, e.g. 1/4 ... 4/4")
+    return i, n
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-f", "--file", default=argparse.SUPPRESS, help="manifest (default ./musicbuild.yaml)")
@@ -60,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="re-generate even if cached (paid)")
     b.add_argument("--max-cost", type=_money, metavar="USD", help="refuse a build whose estimate exceeds this")
     b.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
+    b.add_argument("--locked", action="store_true", help="fail (exit 3) if the build would change musicbuild.lock")
+    b.add_argument("--frozen", action="store_true",
+                   help="--locked, and never contact a provider: build only from the local and shared caches")
+    b.add_argument("--shard", type=_shard, metavar="I/N", help="generate only the I-th of N shares (CI fan-out)")
     p = cmd("plan", "show what build would do, why, and what it would cost")
     p.add_argument("--json", action="store_true")
     p.add_argument("--force", action="store_true")
@@ -72,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = cmd("gc", "remove cache entries no track of this manifest references", targets=False)
     g.add_argument("--dry-run", action="store_true")
     cmd("schema", "print the manifest JSON Schema", targets=False)
+    cmd("verify", "check built outputs against musicbuild.lock (exit 1 naming any that differ)", targets=False)
     return parser
 
 
@@ -133,7 +148,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
-    if not args.targets and not args.force:
+    if not args.targets and not args.force and not args.shard:
         from . import stamp
 
         rows = stamp.fresh_rows(args.file)
@@ -151,7 +166,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     manifest = _load(args)
     reporter = make_reporter(args.quiet, args.verbose)
     options = BuildOptions(targets=tuple(args.targets), jobs=args.jobs, keep_going=args.keep_going,
-                           force=args.force, max_cost=args.max_cost)
+                           force=args.force, max_cost=args.max_cost, locked=args.locked, frozen=args.frozen,
+                           shard=args.shard)
     try:
         result = build(manifest, options, reporter)
     finally:
@@ -169,7 +185,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if summary.budget_stopped and not counts["failed"]:
         _say(args, "stopped submitting: the next track would have taken spending past --max-cost")
         return EXIT_REFUSED
-    return EXIT_FAILED if counts["failed"] or counts["skipped"] else EXIT_OK
+    return EXIT_FAILED if counts["failed"] or counts["skipped"] > summary.shard_skipped else EXIT_OK
 
 
 def _plan(args: argparse.Namespace, force: bool = False) -> tuple[Any, list[Any]]:
@@ -286,7 +302,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .lock import lock_path, read_lock
+    from .maintenance import verify
+
+    manifest = _load(args)
+    entries = read_lock(lock_path(manifest.path))
+    if entries is None:
+        raise UsageError(f"no {lock_path(manifest.path).name} beside {args.file}", "run `musicbuild build` first")
+    problems = verify(manifest.output_dir, entries)
+    for line in problems:
+        print(line, file=sys.stderr)
+    total = sum(len(e.outputs) for e in entries.values())
+    _say(args, f"{total - len(problems)} of {total} outputs match {lock_path(manifest.path).name}")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "plan": cmd_plan, "status": cmd_status, "check": cmd_check,
-    "validate": cmd_validate, "clean": cmd_clean, "gc": cmd_gc, "schema": cmd_schema,
+    "validate": cmd_validate, "clean": cmd_clean, "gc": cmd_gc, "schema": cmd_schema, "verify": cmd_verify,
 }

@@ -10,9 +10,9 @@ import fnmatch
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from . import stamp
+from . import lock, stamp
 from .cache import Cache, exclusive_build
 from .errors import BudgetError, ConfigError, ManifestError, UsageError
 from .executor import ExecOptions, Executor, Reporter
@@ -32,6 +32,9 @@ class BuildOptions:
     keep_going: bool = False
     force: bool = False
     max_cost: float | None = None
+    locked: bool = False  # refuse (exit 3) a build that would change musicbuild.lock
+    frozen: bool = False  # --locked, and never contact a provider: only the caches may supply audio
+    shard: tuple[int, int] | None = None  # (i, n): generate only the i-th of n shares, by generation key
 
 
 @dataclass
@@ -109,26 +112,77 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     specs = select(manifest, options.targets)
     providers = check_inputs(manifest, specs, env)
     summary = BuildSummary(manifest=str(manifest.path), started_at=now())
+    lockfile = lock.lock_path(manifest.path)
+    old_lock = lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
         planned = make_plan(manifest, specs, cache, options.force)
-        paid = [pt for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
+        if options.locked or options.frozen:
+            _check_lock(planned, old_lock, manifest, whole=not options.targets)
+        preset = _preset_outcomes(planned, options)  # tracks this build will not run, and why
+        runnable = [pt for pt in planned if pt.spec.id not in preset]
+        paid = [pt for pt in runnable if pt.action in (Action.GENERATE, Action.RESUME)]
         total = round(sum(pt.est_cost_usd for pt in paid), 6)
         if options.max_cost is not None and total > options.max_cost:
             raise BudgetError(f"estimated cost ${total:.2f} exceeds --max-cost ${options.max_cost:.2f}; nothing was submitted",
                               "run 'musicbuild plan' to see the cost per track")
         _refuse_unrunnable(paid, env)
         reporter.plan_ready(planned)
+        for pt in planned:
+            if pt.spec.id in preset:
+                reporter.track_finished(pt, preset[pt.spec.id])
         executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going,
                                                           max_cost=options.max_cost), reporter)
         try:
-            summary.outcomes = asyncio.run(executor.run(planned))
+            asyncio.run(executor.run(runnable))
         except KeyboardInterrupt:
             summary.interrupted = True
-            summary.outcomes = [executor.outcomes.get(pt.spec.id) or _interrupted(pt) for pt in planned]
+        outcomes = {**executor.outcomes, **preset}
+        summary.outcomes = [outcomes.get(pt.spec.id) or _interrupted(pt) for pt in planned]
         summary.finished_at = now()
         summary.budget_stopped = getattr(executor, "budget_stopped", False)
+        summary.shard_skipped = sum(1 for o in preset.values() if o.status == "skipped")
+        _update_lock(lockfile, old_lock, manifest, cache, options)
         _update_stamp(manifest, cache, specs, summary, whole=not options.targets)
     return BuildResult(summary, planned)
+
+
+def _check_lock(planned: list[PlannedTrack], old: dict[str, lock.LockEntry] | None, manifest: Manifest,
+                whole: bool) -> None:
+    if old is None:
+        raise lock.LockError(f"there is no {lock.LOCK_NAME} beside {manifest.path.name}",
+                             "run `musicbuild build` once without --locked/--frozen and commit the lock")
+    problems = lock.mismatches(planned, old, [t.id for t in manifest.tracks] if whole else None)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise lock.LockError(f"the build would change {lock.LOCK_NAME}: {shown}",
+                             "run `musicbuild build` without --locked/--frozen to update it, and commit it")
+
+
+def _preset_outcomes(planned: list[PlannedTrack], options: BuildOptions) -> dict[str, Outcome]:
+    """Paid tracks this build leaves alone: another shard's share, or any generation when frozen."""
+    preset = {}
+    for pt in planned:
+        if pt.action not in (Action.GENERATE, Action.RESUME):
+            continue
+        if options.frozen:
+            preset[pt.spec.id] = _outcome(pt, "failed", "needs a generation, and --frozen never contacts a provider: "
+                                                        "build it without --frozen, or fill the shared cache first")
+        elif options.shard and int(pt.gen_key, 16) % options.shard[1] != options.shard[0] - 1:
+            preset[pt.spec.id] = _outcome(pt, "skipped", f"generated by another shard (this is {options.shard[0]}/{options.shard[1]})")
+    return preset
+
+
+def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache,
+                 options: BuildOptions) -> None:
+    new = lock.updated_entries(manifest.tracks, cache, old or {})
+    if options.locked or options.frozen:
+        changed = lock.changed_tracks(old, new)
+        if changed:
+            raise lock.LockError(f"the build changed what {lock.LOCK_NAME} records for {', '.join(changed[:5])}"
+                                 f"{' and more' if len(changed) > 5 else ''}; the lock was left as it was",
+                                 "run `musicbuild build` without --locked/--frozen to update it, and commit it")
+        return
+    lock.write_lock(path, new.values())
 
 
 def _refuse_unrunnable(paid: list[PlannedTrack], env: Mapping[str, str]) -> None:
@@ -140,10 +194,14 @@ def _refuse_unrunnable(paid: list[PlannedTrack], env: Mapping[str, str]) -> None
         raise ConfigError(problems[0], "export the variable, e.g. in your CI's secret settings")
 
 
-def _interrupted(pt: PlannedTrack) -> Outcome:
+def _outcome(pt: PlannedTrack, status: str, error: str) -> Outcome:
     return Outcome(id=pt.spec.id, out=[o.output.rel for o in pt.outputs], action=pt.action, reasons=pt.reasons,
-                   status="skipped", gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model,
-                   error="interrupted")
+                   status=status, gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model,
+                   error=error)
+
+
+def _interrupted(pt: PlannedTrack) -> Outcome:
+    return _outcome(pt, "skipped", "interrupted")
 
 
 def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summary: BuildSummary,
@@ -151,7 +209,7 @@ def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summ
     if not whole or summary.interrupted or any(o.status != "ok" for o in summary.outcomes):
         stamp.remove(manifest.cache_dir, manifest.path)
         return
-    inputs = [f for s in specs for f in s.files]
+    inputs = [f for s in specs for f in s.files] + [lock.lock_path(manifest.path)]
     outputs = [o.path for s in specs for o in s.outputs]
     rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0))
             for o in summary.outcomes]

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 from . import stamp
-from .cache import Cache
+from .cache import Cache, file_sha256
 from .keys import generation_key
+from .lock import LockEntry
 from .manifest import Manifest
 from .model import Action, PlannedTrack, TrackSpec
 
@@ -86,3 +88,16 @@ def gc(manifest: Manifest, dry_run: bool = False) -> GcResult:
                     cache.remove_blob(sha)
         result.kept_jobs = sum(1 for k in cache.index.iterkeys() if isinstance(k, str) and k.startswith("job:"))
     return result
+
+
+def verify(output_dir: Path, entries: Mapping[str, LockEntry]) -> list[str]:
+    """One line per locked output that is missing or whose content differs from the lock."""
+    problems = []
+    for entry in sorted(entries.values(), key=lambda e: e.id):
+        for out in entry.outputs:
+            path = output_dir / out.path
+            if not path.is_file():
+                problems.append(f"{out.path}: missing (track {entry.id})")
+            elif file_sha256(path) != out.sha256:
+                problems.append(f"{out.path}: content differs from the lock (track {entry.id})")
+    return problems

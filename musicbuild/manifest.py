@@ -37,6 +37,7 @@ class Manifest:
     source: SourceMap
     sha256: str
     origins: Mapping[str, Path_]  # track id -> ("tracks", i)
+    remote: str | None = None  # cache.remote: the shared team cache URL
 
     def diagnostic(self, path: Path_, message: str) -> Diagnostic:
         line, col = self.source.where(path)
@@ -142,8 +143,9 @@ class _Loader:
         if not data["tracks"]:
             self.error(("tracks",), "is empty: add at least one track")
         self.fail_if_errors()
+        remote = (data.get("cache") or {}).get("remote")
         return Manifest(self.path, self.root, output_dir, cache_dir, providers, tuple(tracks), self.smap,
-                        hashlib.sha256(self.raw).hexdigest(), origins)
+                        hashlib.sha256(self.raw).hexdigest(), origins, remote)
 
     def _schema(self, data: dict) -> dict[int, frozenset[str]]:
         """Report schema errors. Stop if any is outside ``tracks[i]``; else return the fields to drop."""

@@ -148,6 +148,7 @@ class BuildSummary:
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
     budget_stopped: bool = False  # --max-cost kept some tracks from being submitted
+    shard_skipped: int = 0  # tracks left to other shards (not failures)
 
     @property
     def failed(self) -> int:
