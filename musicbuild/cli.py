@@ -17,6 +17,7 @@ from . import __version__
 from .errors import MusicbuildError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+LAST_REPORT = "last-report.json"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="re-generate even if cached (paid)")
     b.add_argument("--max-cost", type=_money, metavar="USD", help="refuse a build whose estimate exceeds this")
     b.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
+    b.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report (one testcase per track)")
     b.add_argument("--locked", action="store_true", help="fail (exit 3) if the build would change musicbuild.lock")
     b.add_argument("--frozen", action="store_true",
                    help="--locked, and never contact a provider: build only from the local and shared caches")
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true")
     cmd("schema", "print the manifest JSON Schema", targets=False)
     cmd("verify", "check built outputs against musicbuild.lock (exit 1 naming any that differ)", targets=False)
+    r = cmd("report", "render the last build's results again", targets=False)
+    r.add_argument("--junit", type=Path, metavar="FILE", required=True, help="write them as JUnit XML")
     return parser
 
 
@@ -151,17 +155,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not args.targets and not args.force and not args.shard:
         from . import stamp
 
-        rows = stamp.fresh_rows(args.file)
-        if rows is not None:
+        fresh = stamp.read_fresh(args.file, os.environ)
+        if fresh is not None:
+            rows = fresh["rows"]
             _say(args, f"{len(rows)} tracks up to date, nothing to do")
-            if args.report:
-                from .report import noop_report, write_report
+            if args.report or args.junit:
+                from .report import noop_report
 
-                write_report(args.report, noop_report(args.file, rows))
+                _write_reports(args, noop_report(args.file, rows), Path(fresh["cache_dir"]))
             return EXIT_OK
     from .engine import BuildOptions, build
     from .progress import make_reporter
-    from .report import report_document, write_report
+    from .report import report_document
 
     manifest = _load(args)
     reporter = make_reporter(args.quiet, args.verbose)
@@ -174,8 +179,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         reporter.close()
     summary = result.summary
     doc = report_document(summary)
-    if args.report:
-        write_report(args.report, doc)
+    _write_reports(args, doc, manifest.cache_dir)
     counts = doc["summary"]
     _say(args, "{total} tracks: {generated} generated, {resumed} resumed, {materialized} materialized, "
                "{up_to_date} up to date, {failed} failed, {skipped} skipped; spent ${cost_usd:.2f}".format(**counts))
@@ -186,6 +190,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         _say(args, "stopped submitting: the next track would have taken spending past --max-cost")
         return EXIT_REFUSED
     return EXIT_FAILED if counts["failed"] or counts["skipped"] > summary.shard_skipped else EXIT_OK
+
+
+def _write_reports(args: argparse.Namespace, doc: dict[str, Any], cache_dir: Path | None) -> None:
+    from .report import write_report
+
+    if cache_dir is not None:  # `musicbuild report` renders the last build again
+        write_report(cache_dir / LAST_REPORT, doc)
+    if args.report:
+        write_report(args.report, doc)
+    if args.junit:
+        from .junit import write_junit
+
+        write_junit(args.junit, doc)
 
 
 def _plan(args: argparse.Namespace, force: bool = False) -> tuple[Any, list[Any]]:
@@ -318,7 +335,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .junit import write_junit
+
+    path = _load(args).cache_dir / LAST_REPORT
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first") from None
+    write_junit(args.junit, doc)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "plan": cmd_plan, "status": cmd_status, "check": cmd_check,
     "validate": cmd_validate, "clean": cmd_clean, "gc": cmd_gc, "schema": cmd_schema, "verify": cmd_verify,
+    "report": cmd_report,
 }

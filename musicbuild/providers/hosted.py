@@ -23,7 +23,7 @@ from ..clock import Clock
 from ..errors import ProviderError
 from ..model import Clip, Generation, ProviderConfig, TrackSpec
 from .base import OnJob, Provider
-from .http import AmbiguousCreate, ProviderHTTP, RateLimiter, create_sent, last_sent
+from .http import AmbiguousCreate, ProviderHTTP, RateLimiter, create_sent, last_sent, retries
 
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 
@@ -127,6 +127,7 @@ class HostedProvider(Provider):
                        on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         on_job({"state": "submitting"})
         create_sent.set(False)
+        retries.set(0)
         try:
             submitted = await self.submit(spec, gen_key)
         except AmbiguousCreate:
@@ -155,6 +156,7 @@ class HostedProvider(Provider):
                 f"an earlier build sent a create request to {self.name} for this track and was stopped "
                 "before the answer arrived: it may have started a paid job. Check the provider's dashboard; "
                 "`musicbuild build --force <track>` submits again")
+        retries.set(0)
         return await self._finish(spec, dict(job), on_remote_done, fresh=False)
 
     async def _finish(self, spec: TrackSpec, job: dict[str, Any], on_remote_done: Callable[[float], None],
@@ -175,7 +177,8 @@ class HostedProvider(Provider):
         if not clips:
             raise ProviderError(f"{self.name}: job {job['job_id']} finished without any audio")
         return Generation(clips=tuple(clips), provider=self.name, model=str(job.get("model", spec.model)),
-                          job_id=str(job["job_id"]), cost_usd=self.price_usd(spec, status, job.get("submitted_cost")))
+                          job_id=str(job["job_id"]), cost_usd=self.price_usd(spec, status, job.get("submitted_cost")),
+                          attempts=1 + retries.get())
 
     async def _wait(self, job: Mapping[str, Any], fresh: bool) -> JobStatus:
         start = self.clock.now()

@@ -33,6 +33,9 @@ last_sent: contextvars.ContextVar[float] = contextvars.ContextVar("last_sent", d
 # cannot prove the service never saw it, so the journaled intent must stay.
 create_sent: contextvars.ContextVar[bool] = contextvars.ContextVar("create_sent", default=False)
 
+# Requests this task had to repeat (429, 5xx, network): a job that needed them is "flaky" in reports.
+retries: contextvars.ContextVar[int] = contextvars.ContextVar("retries", default=0)
+
 WINDOW = 60.0
 WINDOW_MARGIN = 1.01  # clocks differ a little: keep clear of the service's window edge
 READ_RETRIES = 6
@@ -195,6 +198,7 @@ class ProviderHTTP:
                 if attempt > READ_RETRIES:
                     raise ProviderError(f"{self.name}: cannot reach {self.base_url} ({type(exc).__name__})",
                                         retryable=True) from None
+                retries.set(retries.get() + 1)
                 await self.clock.sleep(backoff(attempt))
                 continue
             except httpx.TransportError as exc:
@@ -206,6 +210,7 @@ class ProviderHTTP:
                 if attempt > READ_RETRIES:
                     raise ProviderError(f"{self.name}: {type(exc).__name__} talking to {self.base_url}",
                                         retryable=True) from None
+                retries.set(retries.get() + 1)
                 await self.clock.sleep(backoff(attempt))
                 continue
             except BaseException:  # cancelled (timeout, Ctrl-C): the slot must not stay taken
@@ -218,10 +223,12 @@ class ProviderHTTP:
             if status == 429:
                 wait = retry_after(response, attempt)
                 self.limiter.block(wait)
+                retries.set(retries.get() + 1)
                 continue
             if status in (401, 402, 403):
                 raise ProviderAuthError(self._auth_message(response))
             if status >= 500 and (not create or idempotent) and attempt <= READ_RETRIES:
+                retries.set(retries.get() + 1)
                 await self.clock.sleep(backoff(attempt))
                 continue
             message = self.redact(f"{self.name} ({self.type_name}) answered {status}: {service_message(response)}")
