@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("validate", "check manifest, templates, files, provider options and credentials; no network", targets=False)
     c = cmd("clean", "remove built outputs (never the cache)")
     c.add_argument("--dry-run", action="store_true")
-    g = cmd("gc", "remove cache entries no track of this manifest references", targets=False)
-    g.add_argument("--dry-run", action="store_true")
+    g = cmd("gc", "remove cached audio outside the kept scopes (the local cache only)", targets=False)
+    g.add_argument("--dry-run", action="store_true", help="print what would go and how much space comes back")
+    g.add_argument("--keep", default="manifest,lock", metavar="SCOPES",
+                   help="what protects a generation: manifest, lock, both (default: manifest,lock) or none")
+    g.add_argument("--older-than", type=float, metavar="DAYS", help="only remove generations at least this old")
     cmd("schema", "print the manifest JSON Schema", targets=False)
     cmd("verify", "check built outputs against musicbuild.lock (exit 1 naming any that differ)", targets=False)
     r = cmd("report", "render the last build's results again", targets=False)
@@ -305,7 +308,15 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from .maintenance import gc
 
-    result = gc(_load(args), dry_run=args.dry_run)
+    from .maintenance import GC_SCOPES
+
+    keep = set() if args.keep == "none" else {k.strip() for k in args.keep.split(",") if k.strip()}
+    if keep - set(GC_SCOPES):
+        raise UsageError(f"gc --keep takes manifest, lock, manifest,lock or none, not {args.keep!r}")
+    result = gc(_load(args), keep=keep, older_than_days=args.older_than, dry_run=args.dry_run)
+    if args.dry_run and args.verbose:
+        for gen_key in result.generations:
+            print(f"would remove generation {gen_key}")
     verb = "would free" if args.dry_run else "freed"
     _say(args, f"{verb} {result.bytes_freed / 1e6:.1f} MB: {len(result.generations)} generations, "
                f"{len(result.blobs)} blobs ({result.kept_jobs} pending jobs kept)")

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import stamp
 from .cache import Cache, file_sha256
 from .keys import generation_key
-from .lock import LockEntry
+from .lock import LockEntry, lock_path, read_lock
 from .manifest import Manifest
 from .model import Action, PlannedTrack, TrackSpec
 
@@ -64,17 +65,31 @@ class GcResult:
     kept_jobs: int = 0
 
 
-def gc(manifest: Manifest, dry_run: bool = False) -> GcResult:
-    """Drop generations no track of this manifest references, then blobs nothing references.
+GC_SCOPES = ("manifest", "lock")
 
-    Pending jobs in the journal are always kept: they were paid for and a later build resumes them.
+
+def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: float | None = None,
+       dry_run: bool = False, now: float | None = None) -> GcResult:
+    """Drop cached generations outside the kept scopes, then blobs nothing references.
+
+    ``keep``: what protects a generation: ``manifest`` (a track of this manifest uses it), ``lock``
+    (musicbuild.lock records it); none protects nothing. ``older_than_days``: only generations
+    created that long ago go. Pending jobs in the journal are always kept: they were paid for and
+    a later build resumes them. Only the local cache is touched.
     """
-    wanted = {generation_key(spec) for spec in manifest.tracks}
+    keep = set(keep)
+    wanted: set[str] = set()
+    if "manifest" in keep:
+        wanted |= {generation_key(spec) for spec in manifest.tracks}
+    if "lock" in keep:
+        wanted |= {e.gen_key for e in (read_lock(lock_path(manifest.path)) or {}).values()}
+    cutoff = None if older_than_days is None else (now or time.time()) - older_than_days * 86400
     result = GcResult()
     with Cache(manifest.cache_dir) as cache:
         keep_blobs: set[str] = set()
         for gen_key, rec in list(cache.iter_generations()):
-            if gen_key in wanted:
+            young = cutoff is not None and rec.get("created_at", 0) > cutoff
+            if gen_key in wanted or young:
                 keep_blobs.update(c["sha256"] for c in rec["clips"])
             else:
                 result.generations.append(gen_key)

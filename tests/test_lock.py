@@ -93,3 +93,19 @@ def test_shards_split_the_generations_between_them(project: Project, monkeypatch
         generated += mine
     assert sorted(generated) == sorted(f"t{i}" for i in range(12))  # each exactly once
     assert project.run("build", "--shard", "4/3").code == 2
+
+
+def test_gc_scopes(project: Project) -> None:
+    project.write(MANIFEST)
+    project.build()  # cached: alpha0 duo0 zeta0; the lock records them
+    project.edit("last by name", "last by name v2")
+    project.build()  # + zeta1; the lock moves to zeta1: zeta0 is referenced by nothing
+    project.edit("first by name", "first by name v2")  # the manifest now wants alpha1; the lock still has alpha0
+    assert "1 generations" in project.run("gc", "--dry-run").err  # zeta0
+    assert "1 generations" in project.run("gc", "--dry-run", "--keep", "lock").err  # zeta0
+    assert "2 generations" in project.run("gc", "--dry-run", "--keep", "manifest").err  # zeta0 + alpha0
+    assert "4 generations" in project.run("gc", "--dry-run", "--keep", "none").err
+    assert "0 generations" in project.run("gc", "--dry-run", "--keep", "none", "--older-than", "1").err  # all young
+    assert project.run("gc", "--keep", "bogus").code == 2
+    assert "1 generations" in project.run("gc").err
+    assert "0 generations" in project.run("gc", "--dry-run").err
