@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frozen", action="store_true",
                    help="--locked, and never contact a provider: build only from the local and shared caches")
     b.add_argument("--shard", type=_shard, metavar="I/N", help="generate only the I-th of N shares (CI fan-out)")
+    b.add_argument("--remote", metavar="URL", help="shared cache (overrides MUSICBUILD_REMOTE_CACHE and cache.remote)")
     p = cmd("plan", "show what build would do, why, and what it would cost")
     p.add_argument("--json", action="store_true")
     p.add_argument("--force", action="store_true")
@@ -155,7 +156,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
-    if not args.targets and not args.force and not args.shard:
+    if not args.targets and not args.force and not args.shard and not args.remote:
         from . import stamp
 
         fresh = stamp.read_fresh(args.file, os.environ)
@@ -175,7 +176,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     reporter = make_reporter(args.quiet, args.verbose)
     options = BuildOptions(targets=tuple(args.targets), jobs=args.jobs, keep_going=args.keep_going,
                            force=args.force, max_cost=args.max_cost, locked=args.locked, frozen=args.frozen,
-                           shard=args.shard)
+                           shard=args.shard, remote=args.remote)
     try:
         result = build(manifest, options, reporter)
     finally:
@@ -183,6 +184,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     summary = result.summary
     doc = report_document(summary)
     _write_reports(args, doc, manifest.cache_dir)
+    for warning in summary.warnings:
+        print(f"musicbuild: warning: {warning}", file=sys.stderr)
     counts = doc["summary"]
     _say(args, "{total} tracks: {generated} generated, {resumed} resumed, {materialized} materialized, "
                "{up_to_date} up to date, {failed} failed, {skipped} skipped; spent ${cost_usd:.2f}".format(**counts))

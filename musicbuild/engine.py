@@ -23,6 +23,7 @@ from .providers import create_provider, is_available
 from .providers.base import Provider
 from .providers.catalog import estimate_track
 from .report import outcome_row
+from .sync import SharedCache
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class BuildOptions:
     locked: bool = False  # refuse (exit 3) a build that would change musicbuild.lock
     frozen: bool = False  # --locked, and never contact a provider: only the caches may supply audio
     shard: tuple[int, int] | None = None  # (i, n): generate only the i-th of n shares, by generation key
+    remote: str | None = None  # shared cache URL (--remote); else MUSICBUILD_REMOTE_CACHE, else cache.remote
+    upload_wait: float = 60.0  # seconds a finished build waits for its uploads
 
 
 @dataclass
@@ -118,6 +121,10 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         planned = make_plan(manifest, specs, cache, options.force)
         if options.locked or options.frozen:
             _check_lock(planned, old_lock, manifest, whole=not options.targets)
+        shared = _open_shared(manifest, options, env, cache, summary)
+        needed = [pt.gen_key for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
+        if shared is not None and needed and not options.force and shared.fill(needed):
+            planned = make_plan(manifest, specs, cache, options.force)  # fetched audio materializes for free
         preset = _preset_outcomes(planned, options)  # tracks this build will not run, and why
         runnable = [pt for pt in planned if pt.spec.id not in preset]
         paid = [pt for pt in runnable if pt.action in (Action.GENERATE, Action.RESUME)]
@@ -141,9 +148,37 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         summary.finished_at = now()
         summary.budget_stopped = getattr(executor, "budget_stopped", False)
         summary.shard_skipped = sum(1 for o in preset.values() if o.status == "skipped")
+        uploads_pending = False
+        if shared is not None and not summary.interrupted:
+            left = shared.upload([pt.gen_key for pt in planned], wait=options.upload_wait)
+            uploads_pending = bool(left) or not shared.alive
+            summary.remote = {"url": shared.store.display, "fetched": shared.fetched, "uploaded": shared.uploaded,
+                              "bytes_down": shared.bytes_down, "bytes_up": shared.bytes_up}
         _update_lock(lockfile, old_lock, manifest, cache, options)
-        _update_stamp(manifest, cache, specs, summary, whole=not options.targets)
+        # while uploads are owed, no-op builds must take the full path so they can finish them
+        _update_stamp(manifest, cache, specs, summary, whole=not options.targets and not uploads_pending)
     return BuildResult(summary, planned)
+
+
+def remote_url(manifest: Manifest, options: BuildOptions, env: Mapping[str, str]) -> str | None:
+    return options.remote or env.get("MUSICBUILD_REMOTE_CACHE") or manifest.remote
+
+
+def _open_shared(manifest: Manifest, options: BuildOptions, env: Mapping[str, str], cache: Cache,
+                 summary: BuildSummary) -> SharedCache | None:
+    url = remote_url(manifest, options, env)
+    if not url:
+        return None
+    from .remote import RemoteError, open_remote
+
+    try:
+        store = open_remote(url, env=env)
+    except RemoteError as exc:
+        if options.frozen:
+            raise
+        summary.warnings.append(f"shared cache unavailable ({exc.message}); building locally")
+        return None
+    return SharedCache(store, cache, required=options.frozen, warn=summary.warnings.append)
 
 
 def _check_lock(planned: list[PlannedTrack], old: dict[str, lock.LockEntry] | None, manifest: Manifest,
@@ -213,4 +248,5 @@ def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summ
     outputs = [o.path for s in specs for o in s.outputs]
     rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0))
             for o in summary.outcomes]
-    stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows)
+    stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows,
+                os.environ.get("MUSICBUILD_REMOTE_CACHE"))

@@ -149,6 +149,8 @@ class BuildSummary:
     interrupted: bool = False
     budget_stopped: bool = False  # --max-cost kept some tracks from being submitted
     shard_skipped: int = 0  # tracks left to other shards (not failures)
+    warnings: list[str] = field(default_factory=list)
+    remote: dict[str, Any] | None = None  # what the shared cache moved
 
     @property
     def failed(self) -> int:

@@ -49,6 +49,7 @@ def report_document(summary: BuildSummary, rows: list[dict[str, Any]] | None = N
     return {
         "version": REPORT_VERSION, "manifest": summary.manifest, "started_at": summary.started_at,
         "finished_at": summary.finished_at, "interrupted": summary.interrupted,
+        "warnings": list(summary.warnings), "remote": summary.remote,
         "summary": summary_counts(rows), "tracks": rows,
     }
 

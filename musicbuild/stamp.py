@@ -63,7 +63,8 @@ def read_fresh(manifest_file: Path, env: Mapping[str, str]) -> dict[str, Any] | 
         return None
     if (stamp.get("v") != STAMP_VERSION or stamp.get("tool") != __version__
             or stamp.get("cache_dir") != str(cache_dir)
-            or stamp.get("manifest_sha256") != hashlib.sha256(text).hexdigest()):
+            or stamp.get("manifest_sha256") != hashlib.sha256(text).hexdigest()
+            or stamp.get("remote_env") != env.get("MUSICBUILD_REMOTE_CACHE")):
         return None
     for path, st in stamp["inputs"]:
         if _stat(path) != st:
@@ -75,9 +76,9 @@ def read_fresh(manifest_file: Path, env: Mapping[str, str]) -> dict[str, Any] | 
 
 
 def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path],
-          outputs: Iterable[Path], rows: list[dict[str, Any]]) -> None:
+          outputs: Iterable[Path], rows: list[dict[str, Any]], remote_env: str | None = None) -> None:
     doc = {
-        "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
+        "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir), "remote_env": remote_env,
         "manifest_sha256": manifest_sha256,
         "inputs": [[str(p), _stat(str(p))] for p in sorted(set(inputs))],
         "outputs": [[str(p), _stat(str(p))] for p in outputs],
