@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report (one testcase per track)")
     b.add_argument("--locked", action="store_true", help="fail (exit 3) if the build would change musicbuild.lock")
     b.add_argument("--frozen", action="store_true",
-                   help="--locked, and never contact a provider: build only from the local and shared caches")
+                   help="never contact a provider: build only from the local and shared caches; "
+                        "a musicbuild.lock, if present, must not change")
     b.add_argument("--shard", type=_shard, metavar="I/N", help="generate only the I-th of N shares (CI fan-out)")
     b.add_argument("--remote", metavar="URL", help="shared cache (overrides MUSICBUILD_REMOTE_CACHE and cache.remote)")
     p = cmd("plan", "show what build would do, why, and what it would cost")

@@ -119,7 +119,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     old_lock = lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
         planned = make_plan(manifest, specs, cache, options.force)
-        if options.locked or options.frozen:
+        if options.locked or (options.frozen and old_lock is not None):
             _check_lock(planned, old_lock, manifest, whole=not options.targets)
         shared = _open_shared(manifest, options, env, cache, summary)
         needed = [pt.gen_key for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
@@ -210,7 +210,7 @@ def _preset_outcomes(planned: list[PlannedTrack], options: BuildOptions) -> dict
 def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache,
                  options: BuildOptions) -> None:
     new = lock.updated_entries(manifest.tracks, cache, old or {})
-    if options.locked or options.frozen:
+    if options.locked or (options.frozen and old is not None):
         changed = lock.changed_tracks(old, new)
         if changed:
             raise lock.LockError(f"the build changed what {lock.LOCK_NAME} records for {', '.join(changed[:5])}"
