@@ -152,6 +152,8 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         if shared is not None and not summary.interrupted:
             left = shared.upload([pt.gen_key for pt in planned], wait=options.upload_wait)
             uploads_pending = bool(left) or not shared.alive
+            if not left:  # unfinished uploads keep using the store until the process exits
+                getattr(shared.store, "close", lambda: None)()
             summary.remote = {"url": shared.store.display, "fetched": shared.fetched, "uploaded": shared.uploaded,
                               "bytes_down": shared.bytes_down, "bytes_up": shared.bytes_up}
         _update_lock(lockfile, old_lock, manifest, cache, options)

@@ -20,7 +20,7 @@ class ProviderType:
     requests_per_minute: float = 60.0
     max_concurrent: int = 4
     poll_interval: float = 5.0
-    timeout: float = 900.0
+    timeout: float = 1800.0  # per job; a stuck job stays journaled and the next build resumes it
     takes_reference_audio: bool = False
     max_duration: float = 600.0
     implemented: bool = False  # hosted adapters land with issue 3
