@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep", default="manifest,lock", metavar="SCOPES",
                    help="what protects a generation: manifest, lock, both (default: manifest,lock) or none")
     g.add_argument("--older-than", type=float, metavar="DAYS", help="only remove generations at least this old")
+    g.add_argument("--remote", nargs="?", const="", metavar="URL",
+                   help="collect the shared cache instead (the configured one, or URL)")
     cmd("schema", "print the manifest JSON Schema", targets=False)
     cmd("verify", "check built outputs against musicbuild.lock (exit 1 naming any that differ)", targets=False)
     r = cmd("report", "render the last build's results again", targets=False)
@@ -317,13 +319,26 @@ def cmd_gc(args: argparse.Namespace) -> int:
     keep = set() if args.keep == "none" else {k.strip() for k in args.keep.split(",") if k.strip()}
     if keep - set(GC_SCOPES):
         raise UsageError(f"gc --keep takes manifest, lock, manifest,lock or none, not {args.keep!r}")
-    result = gc(_load(args), keep=keep, older_than_days=args.older_than, dry_run=args.dry_run)
+    manifest = _load(args)
+    if args.remote is not None:
+        from .maintenance import gc_remote, kept_generations
+        from .remote import open_remote
+
+        url = args.remote or os.environ.get("MUSICBUILD_REMOTE_CACHE") or manifest.remote
+        if not url:
+            raise UsageError("gc --remote: no shared cache is configured", "pass --remote URL or set cache.remote")
+        store = open_remote(url, env=os.environ)
+        result = gc_remote(store, kept_generations(manifest, keep), args.older_than, args.dry_run)
+        getattr(store, "close", lambda: None)()
+    else:
+        result = gc(manifest, keep=keep, older_than_days=args.older_than, dry_run=args.dry_run)
     if args.dry_run and args.verbose:
         for gen_key in result.generations:
             print(f"would remove generation {gen_key}")
     verb = "would free" if args.dry_run else "freed"
+    where = "in the shared cache" if args.remote is not None else f"({result.kept_jobs} pending jobs kept)"
     _say(args, f"{verb} {result.bytes_freed / 1e6:.1f} MB: {len(result.generations)} generations, "
-               f"{len(result.blobs)} blobs ({result.kept_jobs} pending jobs kept)")
+               f"{len(result.blobs)} blobs {where}")
     return EXIT_OK
 
 

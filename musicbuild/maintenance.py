@@ -68,6 +68,16 @@ class GcResult:
 GC_SCOPES = ("manifest", "lock")
 
 
+def kept_generations(manifest: Manifest, keep: Iterable[str]) -> set[str]:
+    keep = set(keep)
+    wanted: set[str] = set()
+    if "manifest" in keep:
+        wanted |= {generation_key(spec) for spec in manifest.tracks}
+    if "lock" in keep:
+        wanted |= {e.gen_key for e in (read_lock(lock_path(manifest.path)) or {}).values()}
+    return wanted
+
+
 def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: float | None = None,
        dry_run: bool = False, now: float | None = None) -> GcResult:
     """Drop cached generations outside the kept scopes, then blobs nothing references.
@@ -75,14 +85,9 @@ def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: flo
     ``keep``: what protects a generation: ``manifest`` (a track of this manifest uses it), ``lock``
     (musicbuild.lock records it); none protects nothing. ``older_than_days``: only generations
     created that long ago go. Pending jobs in the journal are always kept: they were paid for and
-    a later build resumes them. Only the local cache is touched.
+    a later build resumes them. Only the local cache is touched (``gc_remote`` is the remote's).
     """
-    keep = set(keep)
-    wanted: set[str] = set()
-    if "manifest" in keep:
-        wanted |= {generation_key(spec) for spec in manifest.tracks}
-    if "lock" in keep:
-        wanted |= {e.gen_key for e in (read_lock(lock_path(manifest.path)) or {}).values()}
+    wanted = kept_generations(manifest, keep)
     cutoff = None if older_than_days is None else (now or time.time()) - older_than_days * 86400
     result = GcResult()
     with Cache(manifest.cache_dir) as cache:
@@ -102,6 +107,37 @@ def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: flo
                 if not dry_run:
                     cache.remove_blob(sha)
         result.kept_jobs = sum(1 for k in cache.index.iterkeys() if isinstance(k, str) and k.startswith("job:"))
+    return result
+
+
+REMOTE_GRACE = 3600.0  # another machine may be uploading: blobs land before their record
+
+
+def gc_remote(store: Any, wanted: set[str], older_than_days: float | None = None, dry_run: bool = False,
+              now: float | None = None) -> GcResult:
+    """The same for the shared cache, asked for explicitly (``gc --remote``): records outside the
+    kept scopes go, then blobs no remaining record references, except blobs younger than an hour."""
+    from .remote import get_record
+
+    now = now or time.time()
+    cutoff = None if older_than_days is None else now - older_than_days * 86400
+    result = GcResult()
+    keep_blobs: set[str] = set()
+    for key, _size, mtime in list(store.list("ac")):
+        gen_key = key.rsplit("/", 1)[-1]
+        if gen_key in wanted or (cutoff is not None and mtime > cutoff):
+            record = get_record(store, gen_key) or {"clips": []}
+            keep_blobs.update(c["sha256"] for c in record["clips"])
+        else:
+            result.generations.append(gen_key)
+            if not dry_run:
+                store.delete(key)
+    for key, size, mtime in list(store.list("cas")):
+        if key.rsplit("/", 1)[-1] not in keep_blobs and mtime < now - REMOTE_GRACE:
+            result.blobs.append(key)
+            result.bytes_freed += size
+            if not dry_run:
+                store.delete(key)
     return result
 
 

@@ -166,3 +166,26 @@ def test_a_remote_killed_mid_build_loses_nothing_and_a_later_build_uploads(
             assert len([p for p in server.root.rglob("*") if p.parent.name == "ac"]) == 12
         finally:
             server.stop()
+
+
+def test_gc_touches_the_shared_cache_only_when_asked(project: Project, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    team = tmp_path / "team-cache"
+    monkeypatch.setenv("MUSICBUILD_REMOTE_CACHE", f"file://{team}")
+    project.write("version: 1\ndefaults: {duration: 0.5, format: wav}\ntracks:\n  - {id: a, prompt: one}\n  - {id: b, prompt: two}\n")
+    project.build()
+    project.edit("prompt: two", "prompt: two v2")
+    project.build()
+    records = lambda: sorted(p.name for p in (team / "ac").iterdir())  # noqa: E731
+    assert len(records()) == 3
+    assert "1 generations" in project.run("gc").err  # the local cache only
+    assert len(records()) == 3
+    dry = project.run("gc", "--remote", "--dry-run")
+    assert "would free" in dry.err and "1 generations" in dry.err and "shared cache" in dry.err
+    assert len(records()) == 3
+    assert "1 generations, 0 blobs" in project.run("gc", "--remote").err  # fresh blobs get an hour's grace
+    assert len(records()) == 2
+    monkeypatch.setenv("MUSICBUILD_CACHE_DIR", str(tmp_path / "fresh"))
+    project.run("clean")
+    report = project.build("--frozen")  # what the manifest uses is still shared
+    assert report["remote"]["fetched"] == 2
