@@ -95,5 +95,7 @@ def output_key(gen_key: str, spec: TrackSpec, output: OutputSpec) -> str:
         "clip": output.clip,
         "format": spec.format,
         "tags": tag_fields(spec),
+        "pick": spec.clips,
+        "post": dict(spec.post),
     }
     return sha256_hex(canonical(doc))

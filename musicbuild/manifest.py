@@ -23,7 +23,7 @@ from .trackbuild import TrackBuilder, unknown_model
 from .yamlsrc import Path_, SourceMap, YamlSyntaxError, format_path, load_yaml
 
 # Fields merged key by key from `defaults` instead of replaced (a track adds to them).
-MERGED_FIELDS = ("vars", "metadata", "options")
+MERGED_FIELDS = ("vars", "metadata", "options", "post")
 
 
 @dataclass(frozen=True)

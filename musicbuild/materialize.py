@@ -13,7 +13,7 @@ from .cache import Cache, file_sha256, temp_beside
 from .model import PlannedOutput, TrackSpec
 
 
-def build_tags(spec: TrackSpec, gen_key: str, generation: dict[str, Any]) -> Any:
+def build_tags(spec: TrackSpec, gen_key: str, generation: dict[str, Any], delivery: Any = None) -> Any:
     from .audio import tagging  # codecs load only when something is written
 
     md = spec.metadata
@@ -32,8 +32,65 @@ def build_tags(spec: TrackSpec, gen_key: str, generation: dict[str, Any]) -> Any
         bpm=f"{spec.bpm:g}" if spec.bpm else None, lyrics=spec.lyrics, comment=md.comment,
         copyright=md.copyright, publisher=md.publisher,
         cover=md.cover.read_bytes() if md.cover else None,
-        provenance=provenance, id3v23=md.id3v23,
+        provenance=provenance, id3v23=md.id3v23, **delivery_tags(delivery),
     )
+
+
+def delivery_tags(delivery: Any) -> dict[str, Any]:
+    """ReplayGain-style loudness fields and loop points from post-processing, as Tags arguments."""
+    if delivery is None:
+        return {}
+    extra = {}
+    if delivery.loudness_lufs is not None:
+        extra["REPLAYGAIN_TRACK_GAIN"] = f"{-18.0 - delivery.loudness_lufs:+.2f} dB"  # ReplayGain 2.0 reference
+        extra["MUSICBUILD_LOUDNESS"] = f"{delivery.loudness_lufs:.1f} LUFS"
+    if delivery.true_peak_db is not None:
+        extra["REPLAYGAIN_TRACK_PEAK"] = f"{10 ** (delivery.true_peak_db / 20):.6f}"
+        extra["MUSICBUILD_TRUE_PEAK"] = f"{delivery.true_peak_db:.1f} dBTP"
+    return {"extra": extra, "loop": delivery.loop}
+
+
+def post_spec(post: dict[str, Any]) -> Any:
+    """The manifest's ``post:`` block as the DSP's PostSpec."""
+    from .audio.post import PRESETS, PostSpec
+
+    loudness = post.get("loudness")
+    if isinstance(loudness, str):
+        loudness = PRESETS[loudness]
+    elif isinstance(loudness, dict):
+        loudness = (float(loudness["target_lufs"]), float(loudness.get("true_peak_db", -1.0)))
+    length = post.get("length") or {}
+    loop = post.get("loop")
+    crossfade = (loop.get("crossfade", 1.0) if isinstance(loop, dict) else 1.0) if loop else None
+    return PostSpec(loudness=loudness, fit=length.get("fit"), fade_out=float(length.get("fade_out", 0.0)),
+                    trim_silence=bool(length.get("trim_silence", False)), loop_crossfade=crossfade,
+                    sample_rate=post.get("sample_rate"), channels=post.get("channels"))
+
+
+def choose_clip(spec: TrackSpec, planned: PlannedOutput, decoded: list[tuple[Any, int]]) -> int:
+    """The take (0-based) this output holds: its own clip, or the one ``clips: {pick: ...}`` wants.
+
+    Deterministic for the same cached takes, so a rebuild never flips takes."""
+    if spec.clips in ("first", "all") or len(decoded) == 1:
+        return min(planned.output.clip, len(decoded)) - 1
+    durations = [len(samples) / rate for samples, rate in decoded]
+    if spec.clips == "longest":
+        return max(range(len(decoded)), key=lambda i: (durations[i], -i))
+    if spec.clips == "closest-duration":
+        return min(range(len(decoded)), key=lambda i: (abs(durations[i] - spec.duration), i))
+    import numpy as np  # "loudest": highest integrated loudness (BS.1770), RMS where undefined
+
+    def loudness(samples: Any, rate: int) -> float:
+        try:
+            import pyloudnorm
+
+            value = pyloudnorm.Meter(rate).integrated_loudness(samples)
+            return float(value) if np.isfinite(value) else -1e9
+        except (ImportError, ValueError):
+            return float(20 * np.log10(np.sqrt(np.mean(np.square(samples))) + 1e-12))
+
+    levels = [loudness(samples, rate) for samples, rate in decoded]
+    return max(range(len(decoded)), key=lambda i: (levels[i], -i))
 
 
 def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[str, Any],
@@ -42,16 +99,27 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
     from .audio import convert, tagging
 
     clips = generation["clips"]
-    clip = clips[min(planned.output.clip, len(clips)) - 1]
-    samples, rate = convert.decode(cache.read_blob(clip["sha256"]))
+    if spec.clips in ("first", "all"):
+        index = min(planned.output.clip, len(clips)) - 1
+        samples, rate = convert.decode(cache.read_blob(clips[index]["sha256"]))
+    else:  # a pick strategy looks at every take
+        decoded = [convert.decode(cache.read_blob(c["sha256"])) for c in clips]
+        index = choose_clip(spec, planned, decoded)
+        samples, rate = decoded[index]
+    delivery = None
+    if spec.post:
+        from .audio.post import process
+
+        delivery = process(samples, rate, post_spec(dict(spec.post)))
+        samples, rate = delivery.samples, delivery.sample_rate
     target = planned.output.path
     if target.parent.is_dir():  # a build killed mid-write left its temp file; builds never overlap (flock)
         for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"):
             stale.unlink(missing_ok=True)
     tmp = temp_beside(target, suffix=f".tmp.{spec.format}")
     try:
-        convert.encode(samples, rate, spec.format, tmp)
-        tagging.write_tags(tmp, spec.format, build_tags(spec, gen_key, generation))
+        convert.encode(samples, rate, spec.format, tmp, **encode_options(spec))
+        tagging.write_tags(tmp, spec.format, build_tags(spec, gen_key, generation, delivery))
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         sha = file_sha256(tmp)
@@ -61,6 +129,17 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
         raise
     st = target.stat()
     record = {"out_key": planned.out_key, "gen_key": gen_key, "sha256": sha,
-              "size": st.st_size, "mtime_ns": st.st_mtime_ns, "track": spec.id}
+              "size": st.st_size, "mtime_ns": st.st_mtime_ns, "track": spec.id, "clip": index + 1}
+    if delivery is not None:
+        record.update(loudness_lufs=delivery.loudness_lufs, true_peak_db=delivery.true_peak_db)
     cache.put_output(target, record)
     return record
+
+
+def encode_options(spec: TrackSpec) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if spec.post.get("bitrate") and spec.format in ("mp3", "m4a", "ogg"):
+        options["bitrate_kbps"] = int(spec.post["bitrate"])
+    if spec.post.get("bit_depth") and spec.format in ("wav", "flac"):
+        options["bit_depth"] = int(spec.post["bit_depth"])
+    return options

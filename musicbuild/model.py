@@ -63,11 +63,12 @@ class TrackSpec:
     format: str
     outputs: tuple[OutputSpec, ...]
     options: Mapping[str, Any]
-    clips: str
+    clips: str  # first | all | longest | closest-duration | loudest (which take(s) become outputs)
     reference_audio: Path | None
     metadata: Metadata
     labels: tuple[str, ...]
     files: tuple[Path, ...] = ()  # every input file this track read (prompt, lyrics, cover, reference)
+    post: Mapping[str, Any] = field(default_factory=dict)  # delivery processing (SPEC 1 `post:`)
 
 
 class Action(str, enum.Enum):

@@ -168,6 +168,9 @@ class TrackBuilder:
         options = self._guard("options", lambda: self.ld.renderer.render_tree(
             {**(provider.options if provider else {}), **self.m.get("options", {})}, self.ctx)) or {}
         clips = self.m.get("clips", "first")
+        if isinstance(clips, dict):  # {pick: strategy}: one output, the take chosen by the strategy
+            clips = clips["pick"]
+        post = self._guard("post", lambda: self.ld.renderer.render_tree(self.m.get("post", {}), self.ctx)) or {}
         reference = None
         if "reference_audio" in self.m:
             rel = self.text("reference_audio")
@@ -183,7 +186,7 @@ class TrackBuilder:
         return TrackSpec(
             id=track_id, index=self.i, provider=provider, model=model, prompt=prompt or "",
             tags=tags, lyrics=lyrics, instrumental=bool(instrumental), seed=seed, duration=float(duration),
-            bpm=float(bpm) if bpm is not None else None, format=fmt, outputs=outputs, options=options, clips=clips, reference_audio=reference,
+            bpm=float(bpm) if bpm is not None else None, format=fmt, outputs=outputs, options=options, clips=clips, reference_audio=reference, post=post,
             metadata=metadata, labels=labels, files=tuple(self.files))
 
     def _one_of(self, inline: str, file_field: str) -> str | None:
