@@ -103,14 +103,16 @@ class Executor:
             else:
                 self.reporter.track_started(pt)
                 record = self.cache.get_generation(pt.gen_key)
+            written = []
             async with self.cpu:
                 for po in pt.outputs:
                     if po.state != "ok" or pt.action is not Action.MATERIALIZE:
-                        await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po)
+                        written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po))
             self._outcome(pt, "ok", clips=len(record["clips"]), seconds=round(time.monotonic() - started, 3),
                           cost_usd=generation.cost_usd if generation else 0.0,
                           attempts=generation.attempts if generation else 0,
-                          job_id=generation.job_id if generation else record.get("job_id"))
+                          job_id=generation.job_id if generation else record.get("job_id"),
+                          extra=_delivery_facts(written))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a track's failure is a value, whatever raised it
@@ -200,3 +202,15 @@ class _Slots:
     def release(self) -> None:
         while self.held:
             self.held.pop().release()
+
+
+def _delivery_facts(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What materializing decided and measured, for the report: takes and loudness."""
+    facts: dict[str, Any] = {}
+    if records:
+        facts["takes"] = [r.get("clip", 1) for r in records]
+    measured = [r for r in records if r.get("loudness_lufs") is not None]
+    if measured:
+        facts["loudness_lufs"] = round(measured[0]["loudness_lufs"], 2)
+        facts["true_peak_db"] = round(measured[0]["true_peak_db"], 2)
+    return facts

@@ -126,7 +126,7 @@ def entry_for(spec: TrackSpec, gen_key: str, cache: Cache) -> LockEntry | None:
         record = cache.get_output(out.path)
         if check_output(out.path, okey, record).state != "ok" or record is None:
             return None
-        outputs.append(LockedOutput(out.rel, out.clip, okey, str(record["sha256"])))
+        outputs.append(LockedOutput(out.rel, int(record.get("clip", out.clip)), okey, str(record["sha256"])))
     gen = cache.generation_record(gen_key) or {}
     job = gen.get("job_id")
     return LockEntry(spec.id, gen_key, str(gen.get("provider") or spec.provider.name),

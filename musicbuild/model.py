@@ -139,6 +139,7 @@ class Outcome:
     attempts: int = 0
     error: str | None = None
     job_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # chosen takes, measured loudness
 
 
 @dataclass

@@ -16,7 +16,7 @@ def outcome_row(o: Outcome) -> dict[str, Any]:
         "id": o.id, "out": o.out[0] if len(o.out) == 1 else o.out, "action": o.action.value,
         "reasons": [r.value for r in o.reasons], "status": o.status, "gen_key": o.gen_key,
         "provider": o.provider, "model": o.model, "clips": o.clips, "cost_usd": o.cost_usd,
-        "seconds": o.seconds, "attempts": o.attempts, "error": o.error, "job_id": o.job_id,
+        "seconds": o.seconds, "attempts": o.attempts, "error": o.error, "job_id": o.job_id, **o.extra,
     }
 
 
