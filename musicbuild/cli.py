@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("schema", "print the manifest JSON Schema", targets=False)
     cmd("verify", "check built outputs against musicbuild.lock (exit 1 naming any that differ)", targets=False)
     r = cmd("report", "render the last build's results again", targets=False)
-    r.add_argument("--junit", type=Path, metavar="FILE", required=True, help="write them as JUnit XML")
+    r.add_argument("--junit", type=Path, metavar="FILE", help="write them as JUnit XML")
+    r.add_argument("--html", type=Path, metavar="FILE",
+                   help="write a static review page (players, waveforms, label filter); audio is linked relative to it")
     return parser
 
 
@@ -366,14 +368,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .junit import write_junit
-
-    path = _load(args).cache_dir / LAST_REPORT
+    if not args.junit and not args.html:
+        raise UsageError("report needs --junit FILE and/or --html FILE")
+    manifest = _load(args)
+    path = manifest.cache_dir / LAST_REPORT
     try:
         doc = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first") from None
-    write_junit(args.junit, doc)
+    if args.junit:
+        from .junit import write_junit
+
+        write_junit(args.junit, doc)
+    if args.html:
+        from .review import write_review
+
+        write_review(args.html, doc, manifest)
+        _say(args, f"review page: {args.html}")
     return EXIT_OK
 
 

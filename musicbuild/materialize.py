@@ -106,19 +106,13 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
         decoded = [convert.decode(cache.read_blob(c["sha256"])) for c in clips]
         index = choose_clip(spec, planned, decoded)
         samples, rate = decoded[index]
-    delivery = None
-    if spec.post:
-        from .audio.post import process
-
-        delivery = process(samples, rate, post_spec(dict(spec.post)))
-        samples, rate = delivery.samples, delivery.sample_rate
     target = planned.output.path
     if target.parent.is_dir():  # a build killed mid-write left its temp file; builds never overlap (flock)
         for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"):
             stale.unlink(missing_ok=True)
     tmp = temp_beside(target, suffix=f".tmp.{spec.format}")
     try:
-        convert.encode(samples, rate, spec.format, tmp, **encode_options(spec))
+        delivery = encode_delivery(samples, rate, spec, tmp)
         tagging.write_tags(tmp, spec.format, build_tags(spec, gen_key, generation, delivery))
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
@@ -134,6 +128,41 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
         record.update(loudness_lufs=delivery.loudness_lufs, true_peak_db=delivery.true_peak_db)
     cache.put_output(target, record)
     return record
+
+
+LOSSY = ("mp3", "ogg", "m4a")
+
+
+def encode_delivery(samples: Any, rate: int, spec: TrackSpec, dest: Any) -> Any:
+    """Encode ``samples`` to ``dest``, after the ``post:`` processing if there is one.
+
+    Lossy encoders overshoot the peaks they are given, so for mp3/ogg/m4a the file is decoded and
+    measured again; while its true peak is over the ceiling, the processing is redone with the
+    ceiling lowered by the overshoot (the limiter keeps the loudness on target). Returns the
+    delivery facts as measured on what was written (None without ``post:``)."""
+    from dataclasses import replace
+
+    from .audio import convert
+
+    if not spec.post:
+        convert.encode(samples, rate, spec.format, dest, **encode_options(spec))
+        return None
+    from .audio.post import integrated_loudness, process, true_peak_db
+
+    wanted = post_spec(dict(spec.post))
+    current = wanted
+    for _ in range(4):
+        delivery = process(samples, rate, current)
+        convert.encode(delivery.samples, delivery.sample_rate, spec.format, dest, **encode_options(spec))
+        if wanted.loudness is None or spec.format not in LOSSY:
+            return delivery
+        decoded, decoded_rate = convert.decode(dest)
+        peak = true_peak_db(decoded, decoded_rate)
+        measured = replace(delivery, true_peak_db=peak, loudness_lufs=integrated_loudness(decoded, decoded_rate))
+        if peak is None or peak <= wanted.loudness[1]:
+            return measured
+        current = replace(current, loudness=(wanted.loudness[0], current.loudness[1] - (peak - wanted.loudness[1]) - 0.1))
+    return measured
 
 
 def encode_options(spec: TrackSpec) -> dict[str, Any]:

@@ -137,8 +137,15 @@ def _fix_ogg_serial(data: bytes, serial: int = _OGG_SERIAL) -> bytes:
 # --- encoding ---------------------------------------------------------------
 
 
-def _encode_soundfile(arr: np.ndarray, sample_rate: int, fmt: str, bitrate_kbps: int | None) -> bytes:
+# PCM subtypes for wav/flac by bit depth (``bit_depth=None`` keeps 16-bit).
+_PCM_SUBTYPES = {16: "PCM_16", 24: "PCM_24"}
+
+
+def _encode_soundfile(arr: np.ndarray, sample_rate: int, fmt: str, bitrate_kbps: int | None,
+                      bit_depth: int | None = None) -> bytes:
     sf_format, subtype = _SF_FORMATS[fmt]
+    if fmt in ("wav", "flac") and bit_depth is not None:
+        subtype = _PCM_SUBTYPES[bit_depth]
     kwargs: dict[str, object] = {}
     if fmt == "mp3":
         kbps = bitrate_kbps or DEFAULT_BITRATE_KBPS
@@ -192,32 +199,35 @@ def _encode_m4a(arr: np.ndarray, sample_rate: int, bitrate_kbps: int | None, out
 
 
 def encode_bytes(samples: np.ndarray, sample_rate: int, fmt: str, *,
-                 bitrate_kbps: int | None = None) -> bytes:
+                 bitrate_kbps: int | None = None, bit_depth: int | None = None) -> bytes:
     """Encode float samples (frames, channels) to ``fmt`` and return the file bytes.
 
     Used for cache blobs (FLAC) and by :func:`encode`.  ``bitrate_kbps``
     applies to lossy formats only (mp3 CBR, m4a AAC, ogg approximate VBR
-    quality) and is ignored for wav/flac.
+    quality) and is ignored for wav/flac.  ``bit_depth`` (16, the default, or
+    24) applies to wav/flac only and is ignored for lossy formats.
     """
     fmt = _check_fmt(fmt)
     if sample_rate <= 0:
         raise ValueError(f"invalid sample rate {sample_rate}")
+    if bit_depth is not None and bit_depth not in _PCM_SUBTYPES:
+        raise ValueError(f"unsupported bit depth {bit_depth!r}; expected 16 or 24")
     arr = _prepare(samples)
     if fmt == "m4a":
         buf = io.BytesIO()
         _encode_m4a(arr, sample_rate, bitrate_kbps, buf)
         return buf.getvalue()
-    return _encode_soundfile(arr, sample_rate, fmt, bitrate_kbps)
+    return _encode_soundfile(arr, sample_rate, fmt, bitrate_kbps, bit_depth)
 
 
 def encode(samples: np.ndarray, sample_rate: int, fmt: str, dest: Path, *,
-           bitrate_kbps: int | None = None) -> None:
+           bitrate_kbps: int | None = None, bit_depth: int | None = None) -> None:
     """Write float32 samples shaped (frames, channels) to ``dest`` in ``fmt``.
 
     Not atomic: the caller writes to a temporary path and renames.  Encoding
     happens in memory first so a failed encode never leaves a half file.
     """
-    data = encode_bytes(samples, sample_rate, fmt, bitrate_kbps=bitrate_kbps)
+    data = encode_bytes(samples, sample_rate, fmt, bitrate_kbps=bitrate_kbps, bit_depth=bit_depth)
     Path(dest).write_bytes(data)
 
 

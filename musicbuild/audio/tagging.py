@@ -52,6 +52,9 @@ class Tags:
     provenance: Mapping[str, str] = field(default_factory=dict)  # -> MUSICBUILD_<KEY>
     id3v23: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)  # free-form, no prefix
+    # (start frame, length in frames) of a forward loop: WAV 'smpl' chunk, Vorbis
+    # LOOPSTART/LOOPLENGTH (ogg, flac); not stored in mp3/m4a.
+    loop: tuple[int, int] | None = None
 
 
 TEXT_FIELDS: tuple[str, ...] = (
@@ -99,6 +102,7 @@ class _Found:
     fields: dict[str, str] = field(default_factory=dict)
     cover: bytes | None = None
     keyed: dict[str, str] = field(default_factory=dict)  # TXXX-style KEY -> value
+    loop: tuple[int, int] | None = None
 
 
 # --- helpers ----------------------------------------------------------------
@@ -136,6 +140,19 @@ def _keyed(tags: Tags) -> list[tuple[str, str]]:
                 raise ValueError(f"invalid tag key {key!r}: use letters, digits and _")
             out[prefix + key.upper()] = str(value)
     return sorted(out.items())
+
+
+def _check_loop(loop: object) -> tuple[int, int] | None:
+    if loop is None:
+        return None
+    try:
+        start, length = loop  # type: ignore[misc]
+        ok = int(start) == start and int(length) == length and start >= 0 and length >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or int(start) + int(length) > 0xFFFFFFFF:
+        raise ValueError(f"invalid loop {loop!r}: expected (start frame >= 0, length >= 1)")
+    return int(start), int(length)
 
 
 def _split_track(value: str) -> tuple[int, int]:
@@ -243,16 +260,49 @@ def _parse_info(payload: bytes) -> dict[str, str]:
     return out
 
 
+# smpl chunk: manufacturer, product, sample period (ns), MIDI unity note, pitch
+# fraction, SMPTE format, SMPTE offset, loop count, sampler data size; then one
+# 24-byte loop: id, type (0 = forward), start, end (inclusive), fraction, play count (0 = forever).
+_SMPL_HEAD = struct.Struct("<9I")
+_SMPL_LOOP = struct.Struct("<6I")
+
+
+def _smpl_chunk(sample_rate: int, loop: tuple[int, int]) -> bytes:
+    start, length = loop
+    period = int(round(1e9 / sample_rate)) if sample_rate > 0 else 0
+    return (_SMPL_HEAD.pack(0, 0, period, 60, 0, 0, 0, 1, 0)
+            + _SMPL_LOOP.pack(0, 0, start, start + length - 1, 0, 0))
+
+
+def _parse_smpl(payload: bytes) -> tuple[int, int] | None:
+    if len(payload) < _SMPL_HEAD.size + _SMPL_LOOP.size:
+        return None
+    if _SMPL_HEAD.unpack_from(payload)[7] < 1:
+        return None
+    _ident, _kind, start, end, _frac, _count = _SMPL_LOOP.unpack_from(payload, _SMPL_HEAD.size)
+    return (start, end - start + 1) if end >= start else None
+
+
+def _wav_rate(chunks: list[tuple[bytes, bytes]]) -> int:
+    fmt = next((p for c, p in chunks if c == b"fmt "), b"")
+    return struct.unpack("<I", fmt[4:8])[0] if len(fmt) >= 8 else 0
+
+
 def _write_wav(path: Path, tags: Tags) -> None:
     # Drop old tag chunks, put a fresh LIST/INFO before 'data' (streaming
-    # readers may stop at 'data'); mutagen then appends the ID3 chunk.
+    # readers may stop at 'data'); mutagen then appends the ID3 chunk.  A loop
+    # becomes a fresh 'smpl' chunk after 'data' (any old one is dropped).
     chunks = [(c, p) for c, p in _riff_chunks(path.read_bytes())
-              if c not in (b"id3 ", b"ID3 ") and not _is_info(c, p)]
+              if c not in (b"id3 ", b"ID3 ", b"smpl") and not _is_info(c, p)]
     info = [(info_id.encode(), getattr(tags, name).encode("utf-8") + b"\0")
             for name, info_id in _WAV_INFO if getattr(tags, name) is not None]
     if info:
         at = next((i for i, (c, _) in enumerate(chunks) if c == b"data"), len(chunks))
         chunks.insert(at, (b"LIST", b"INFO" + _pack(info)))
+    loop = _check_loop(tags.loop)
+    if loop is not None:
+        at = next((i + 1 for i, (c, _) in enumerate(chunks) if c == b"data"), len(chunks))
+        chunks.insert(at, (b"smpl", _smpl_chunk(_wav_rate(chunks), loop)))
     body = _pack(chunks)
     path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body)
     wav = WAVE(path)
@@ -261,6 +311,13 @@ def _write_wav(path: Path, tags: Tags) -> None:
     _fill_id3(tag, tags)
     if len(tag):
         wav.save(v2_version=3 if tags.id3v23 else 4, padding=_no_padding)
+
+
+def _read_wav_loop(path: Path) -> tuple[int, int] | None:
+    for cid, payload in _riff_chunks(path.read_bytes()):
+        if cid == b"smpl":
+            return _parse_smpl(payload)
+    return None
 
 
 def _read_wav_info(path: Path) -> dict[str, str]:
@@ -285,6 +342,10 @@ def _write_vorbis(path: Path, fmt: str, tags: Tags) -> None:
             audio[key] = [value]
     for key, value in _keyed(tags):
         audio[key] = [value]
+    loop = _check_loop(tags.loop)
+    if loop is not None:
+        audio["LOOPSTART"] = [str(loop[0])]
+        audio["LOOPLENGTH"] = [str(loop[1])]
     if isinstance(audio, FLAC):
         audio.clear_pictures()
         if tags.cover is not None:
@@ -310,6 +371,14 @@ def _read_vorbis(audio: Any, found: _Found) -> None:
             found.keyed[upper] = "; ".join(values)
     pictures.sort(key=lambda p: p.type != 3)
     found.cover = bytes(pictures[0].data) if pictures else None
+    start, length = found.keyed.get("LOOPSTART"), found.keyed.get("LOOPLENGTH")
+    if start is not None and length is not None:
+        try:
+            found.loop = _check_loop((int(start), int(length)))
+        except ValueError:
+            found.loop = None  # malformed: leave them visible in "extra"
+        else:
+            del found.keyed["LOOPSTART"], found.keyed["LOOPLENGTH"]
 
 
 # --- MP4 (m4a) ---------------------------------------------------------------
@@ -393,6 +462,7 @@ def write_tags(path: Path, fmt: str, tags: Tags) -> None:
     if tags.cover is not None:
         _image_mime(tags.cover)
     _keyed(tags)
+    _check_loop(tags.loop)
     if fmt == "m4a" and tags.track_number is not None:
         _split_track(tags.track_number)
     if fmt == "m4a" and tags.bpm is not None:
@@ -414,7 +484,8 @@ def read_tags(path: Path) -> dict[str, object]:
     Keys: every :data:`TEXT_FIELDS` name (None if absent), ``cover`` (bytes or
     None), ``provenance`` (MUSICBUILD_ prefix stripped), ``extra`` (other
     free-form keys), ``format``; plus ``id3_version`` for mp3/wav (None when
-    there is no ID3 tag) and ``wav_info`` (raw LIST/INFO ids) for wav.
+    there is no ID3 tag) and ``wav_info`` (raw LIST/INFO ids) for wav; ``loop``
+    ((start, length) in frames, or None; always None for mp3/m4a).
     """
     path = Path(path)
     audio: Any = mutagen.File(path)
@@ -434,12 +505,14 @@ def read_tags(path: Path) -> dict[str, object]:
     else:
         raise ValueError(f"unsupported or unrecognised audio file: {path}")
     if out["format"] == "wav":
+        found.loop = _read_wav_loop(path)
         out["wav_info"] = info = _read_wav_info(path)
         for name, info_id in _WAV_INFO:  # what players show when there is no ID3
             if name not in found.fields and info_id in info:
                 found.fields[name] = info[info_id]
     out.update({name: found.fields.get(name) for name in TEXT_FIELDS})
     out["cover"] = found.cover
+    out["loop"] = found.loop
     out["provenance"] = {k[len(PROVENANCE_PREFIX):].upper(): v for k, v in found.keyed.items()
                          if k.upper().startswith(PROVENANCE_PREFIX)}
     out["extra"] = {k: v for k, v in found.keyed.items()
