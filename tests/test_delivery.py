@@ -57,3 +57,16 @@ def test_changing_post_rematerializes_and_generates_nothing(project: Project, ol
     assert report["summary"]["generated"] == 0 and changed[0]["reasons"] == ["metadata-changed"]
     assert sorted(p.name for p in (project.root / ".musicbuild" / "blobs").rglob("*") if p.is_file()) == blobs
     assert set(actions(project.build()).values()) == {"up-to-date"}
+
+
+def test_bitrate_channels_and_sample_rate(project: Project) -> None:
+    from mutagen.mp3 import MP3
+
+    project.write("""\
+version: 1
+tracks:
+  - {id: small, prompt: lofi beat, duration: 3, format: mp3, post: {bitrate: 128, channels: 1, sample_rate: 22050}}
+""")
+    project.build()
+    info = MP3(str(project.out("small.mp3"))).info
+    assert abs(info.bitrate - 128000) < 1000 and info.channels == 1 and info.sample_rate == 22050
