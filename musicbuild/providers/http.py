@@ -188,35 +188,24 @@ class ProviderHTTP:
             if create:
                 create_sent.set(True)
             try:
-                response = await self.client.request(method, self.url(path), headers=headers, **kwargs)
+                try:
+                    response = await self.client.request(method, self.url(path), headers=headers, **kwargs)
+                finally:
+                    self.limiter.release(slot)  # also on errors and cancellation: never leave a slot taken
             except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                self.limiter.release(slot)  # refused by our own HTTP stack: nothing was sent
+                # refused by our own HTTP stack: nothing was sent
                 raise ProviderError(self.redact(f"{self.name}: the request could not be sent ({exc})")) from None
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                self.limiter.release(slot)
                 # never reached the service: safe to repeat, even a create
-                if attempt > READ_RETRIES:
-                    raise ProviderError(f"{self.name}: cannot reach {self.base_url} ({type(exc).__name__})",
-                                        retryable=True) from None
-                retries.set(retries.get() + 1)
-                await self.clock.sleep(backoff(attempt))
+                await self._again(attempt, f"{self.name}: cannot reach {self.base_url} ({type(exc).__name__})")
                 continue
             except httpx.TransportError as exc:
-                self.limiter.release(slot)
                 if create and not idempotent:
                     raise AmbiguousCreate(
                         f"{self.name}: the create request was sent but no answer came back "
                         f"({type(exc).__name__}); it may have started a paid job, so it is not re-sent") from None
-                if attempt > READ_RETRIES:
-                    raise ProviderError(f"{self.name}: {type(exc).__name__} talking to {self.base_url}",
-                                        retryable=True) from None
-                retries.set(retries.get() + 1)
-                await self.clock.sleep(backoff(attempt))
+                await self._again(attempt, f"{self.name}: {type(exc).__name__} talking to {self.base_url}")
                 continue
-            except BaseException:  # cancelled (timeout, Ctrl-C): the slot must not stay taken
-                self.limiter.release(slot)
-                raise
-            self.limiter.release(slot)
             status = response.status_code
             if status < 400 or status in ok:
                 return response
@@ -228,14 +217,20 @@ class ProviderHTTP:
             if status in (401, 402, 403):
                 raise ProviderAuthError(self._auth_message(response))
             if status >= 500 and (not create or idempotent) and attempt <= READ_RETRIES:
-                retries.set(retries.get() + 1)
-                await self.clock.sleep(backoff(attempt))
+                await self._again(attempt, "")
                 continue
             message = self.redact(f"{self.name} ({self.type_name}) answered {status}: {service_message(response)}")
             if create and not idempotent and status >= 500 and status != 503:
                 # 500/502/504 may come after the job was started upstream (504 is a timeout)
                 raise AmbiguousCreate(f"{message}; the job may have started and been charged, so it is not re-sent")
             raise ProviderError(message, retryable=status >= 500)
+
+    async def _again(self, attempt: int, failure: str) -> None:
+        """Back off before another try, or give up with ``failure`` once the retries are spent."""
+        if attempt > READ_RETRIES:
+            raise ProviderError(failure, retryable=True)
+        retries.set(retries.get() + 1)
+        await self.clock.sleep(backoff(attempt))
 
     def _auth_message(self, response: httpx.Response) -> str:
         what = {401: "rejected the API key", 402: "refused payment (no credit left)",
@@ -264,7 +259,7 @@ class ProviderHTTP:
                         await self.clock.sleep(retry_after(response, attempt))
                         continue
                     if response.status_code >= 500 and attempt <= READ_RETRIES:
-                        await self.clock.sleep(backoff(attempt))
+                        await self._again(attempt, "")
                         continue
                     if response.status_code >= 400:
                         await response.aread()
@@ -279,9 +274,7 @@ class ProviderHTTP:
                         chunks.append(chunk)
                     return b"".join(chunks)
             except httpx.TransportError as exc:
-                if attempt > READ_RETRIES:
-                    raise ProviderError(f"{self.name}: download failed ({type(exc).__name__})", retryable=True) from None
-                await self.clock.sleep(backoff(attempt))
+                await self._again(attempt, f"{self.name}: download failed ({type(exc).__name__})")
 
 
 def _json(response: httpx.Response, name: str) -> Any:
