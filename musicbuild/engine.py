@@ -156,7 +156,8 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
                 getattr(shared.store, "close", lambda: None)()
             summary.remote = {"url": shared.store.display, "fetched": shared.fetched, "uploaded": shared.uploaded,
                               "bytes_down": shared.bytes_down, "bytes_up": shared.bytes_up}
-        _update_lock(lockfile, old_lock, manifest, cache, options)
+        ok = {o.id for o in summary.outcomes if o.status == "ok"}
+        _update_lock(lockfile, old_lock, manifest, cache, options, planned, ok)
         # while uploads are owed, no-op builds must take the full path so they can finish them
         _update_stamp(manifest, cache, specs, summary, whole=not options.targets and not uploads_pending)
     return BuildResult(summary, planned)
@@ -210,8 +211,8 @@ def _preset_outcomes(planned: list[PlannedTrack], options: BuildOptions) -> dict
 
 
 def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache,
-                 options: BuildOptions) -> None:
-    new = lock.updated_entries(manifest.tracks, cache, old or {})
+                 options: BuildOptions, planned: list[PlannedTrack], ok: set[str]) -> None:
+    new = lock.updated_entries(planned, ok, cache, old or {}, (t.id for t in manifest.tracks))
     if options.locked or (options.frozen and old is not None):
         changed = lock.changed_tracks(old, new)
         if changed:
@@ -219,7 +220,7 @@ def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Man
                                  f"{' and more' if len(changed) > 5 else ''}; the lock was left as it was",
                                  "run `musicbuild build` without --locked/--frozen to update it, and commit it")
         return
-    lock.write_lock(path, new.values())
+    lock.write_lock(path, new.values(), old)
 
 
 def _refuse_unrunnable(paid: list[PlannedTrack], env: Mapping[str, str]) -> None:

@@ -1,27 +1,27 @@
 """``musicbuild.lock``: what every track was built from and what it produced (SPEC 6).
 
 Committed beside the manifest, it pins per track the generation key, provider, model, seed, job
-ids, chosen clips, and per output its output key and SHA-256. It is YAML sorted by track id, one
-block per track, so a review diff shows exactly which tracks changed. ``--locked`` refuses a build
+ids, chosen clips, and per output its output key and SHA-256. It is indented JSON sorted by track
+id, one block per track, so a review diff shows exactly which tracks changed (JSON rather than
+YAML because a 10,000-track lock must load and save in a blink: YAML took seconds). ``--locked`` refuses a build
 that would change it; ``--frozen`` builds only what the lock and the caches already hold; ``verify``
 checks outputs against it.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .cache import Cache, atomic_write_bytes
 from .errors import MusicbuildError
-from .keys import generation_key, output_key
-from .model import PlannedTrack, TrackSpec
-from .plan import check_output
+from .model import PlannedTrack
 
 LOCK_NAME = "musicbuild.lock"
 LOCK_VERSION = 1
-HEADER = "# musicbuild.lock: written by `musicbuild build`. Commit it; do not edit it by hand.\n"
+NOTE = "written by `musicbuild build`; commit it, do not edit it by hand"
 
 
 class LockError(MusicbuildError):
@@ -47,7 +47,7 @@ class LockEntry:
     clips: str
     outputs: tuple[LockedOutput, ...]
 
-    def to_yaml(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "gen_key": self.gen_key, "provider": self.provider, "model": self.model, "seed": self.seed,
             "job_ids": list(self.job_ids), "clips": self.clips,
@@ -56,7 +56,7 @@ class LockEntry:
         }
 
     @classmethod
-    def from_yaml(cls, track_id: str, data: Mapping[str, Any]) -> "LockEntry":
+    def from_json(cls, track_id: str, data: Mapping[str, Any]) -> "LockEntry":
         return cls(
             id=track_id, gen_key=str(data["gen_key"]), provider=str(data["provider"]), model=str(data["model"]),
             seed=int(data["seed"]), job_ids=tuple(str(j) for j in data.get("job_ids") or ()),
@@ -71,33 +71,30 @@ def lock_path(manifest_path: Path) -> Path:
 
 def read_lock(path: Path) -> dict[str, LockEntry] | None:
     """The lock's entries, or None when there is no lock yet."""
-    import yaml
-
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
         return None
     try:
-        data = yaml.safe_load(text) or {}
+        data = json.loads(text)
         if data.get("version") != LOCK_VERSION:
             raise ValueError(f"version {data.get('version')!r}, expected {LOCK_VERSION}")
-        return {str(k): LockEntry.from_yaml(str(k), v) for k, v in (data.get("tracks") or {}).items()}
-    except (yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {str(k): LockEntry.from_json(str(k), v) for k, v in (data.get("tracks") or {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LockError(f"{path.name} is damaged ({exc}); restore it from version control "
                         "or delete it and run `musicbuild build`") from None
 
 
 def render(entries: Iterable[LockEntry]) -> str:
-    import yaml
-
-    tracks = {e.id: e.to_yaml() for e in sorted(entries, key=lambda e: e.id)}
-    body = yaml.safe_dump({"version": LOCK_VERSION, "tracks": tracks}, sort_keys=False,
-                          default_flow_style=False, width=200, allow_unicode=True)
-    return HEADER + body
+    tracks = {e.id: e.to_json() for e in sorted(entries, key=lambda e: e.id)}
+    return json.dumps({"note": NOTE, "version": LOCK_VERSION, "tracks": tracks}, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_lock(path: Path, entries: Iterable[LockEntry]) -> bool:
+def write_lock(path: Path, entries: Iterable[LockEntry], old: Mapping[str, LockEntry] | None = None) -> bool:
     """Write the lock if its content changed; return whether it did."""
+    entries = list(entries)
+    if old is not None and {e.id: e for e in entries} == dict(old):
+        return False  # nothing changed: skip rendering a lock that may be megabytes
     text = render(entries)
     try:
         if path.read_text("utf-8") == text:
@@ -118,32 +115,35 @@ def changed_tracks(old: Mapping[str, LockEntry] | None, new: Mapping[str, LockEn
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def entry_for(spec: TrackSpec, gen_key: str, cache: Cache) -> LockEntry | None:
-    """The lock block for ``spec`` if all its outputs are built and verified, else None."""
+def entry_for(pt: PlannedTrack, cache: Cache) -> LockEntry | None:
+    """The lock block of a track this build left ok (its keys are the plan's, its hashes the
+    records materializing wrote), or None if an output has no record."""
     outputs = []
-    for out in spec.outputs:
-        okey = output_key(gen_key, spec, out)
-        record = cache.get_output(out.path)
-        if check_output(out.path, okey, record).state != "ok" or record is None:
+    for po in pt.outputs:
+        record = cache.get_output(po.output.path)
+        if record is None or record.get("out_key") != po.out_key:
             return None
-        outputs.append(LockedOutput(out.rel, int(record.get("clip", out.clip)), okey, str(record["sha256"])))
-    gen = cache.generation_record(gen_key) or {}
+        outputs.append(LockedOutput(po.output.rel, int(record.get("clip", po.output.clip)), po.out_key,
+                                    str(record["sha256"])))
+    gen = cache.generation_record(pt.gen_key) or {}
     job = gen.get("job_id")
-    return LockEntry(spec.id, gen_key, str(gen.get("provider") or spec.provider.name),
+    spec = pt.spec
+    return LockEntry(spec.id, pt.gen_key, str(gen.get("provider") or spec.provider.name),
                      str(gen.get("model") or spec.model), spec.seed, (str(job),) if job else (), spec.clips,
                      tuple(outputs))
 
 
-def updated_entries(specs: Iterable[TrackSpec], cache: Cache, old: Mapping[str, LockEntry]) -> dict[str, LockEntry]:
-    """The lock after a build: fresh blocks for built tracks, the old block for tracks not built
-    this time (failed, skipped, not selected), none for tracks no longer in the manifest."""
-    entries = {}
-    for spec in specs:
-        entry = entry_for(spec, generation_key(spec), cache)
-        if entry is None:
-            entry = old.get(spec.id)
-        if entry is not None:
-            entries[spec.id] = entry
+def updated_entries(planned: Iterable[PlannedTrack], ok: set[str], cache: Cache, old: Mapping[str, LockEntry],
+                    track_ids: Iterable[str]) -> dict[str, LockEntry]:
+    """The lock after a build: fresh blocks for the tracks in ``ok``, the old block for tracks not
+    built this time (failed, skipped, not selected), none for tracks no longer in the manifest."""
+    ids = set(track_ids)
+    entries = {k: v for k, v in old.items() if k in ids}
+    for pt in planned:
+        if pt.spec.id in ok:
+            entry = entry_for(pt, cache)
+            if entry is not None:
+                entries[pt.spec.id] = entry
     return entries
 
 

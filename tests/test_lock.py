@@ -27,7 +27,7 @@ def test_build_writes_a_sorted_lock_and_leaves_it_alone_when_nothing_changed(pro
     alpha = data["tracks"]["alpha"]
     assert alpha["provider"] == "local" and alpha["model"] == "synth-v1" and alpha["job_ids"]
     assert alpha["outputs"][0]["path"] == "alpha.flac" and len(alpha["outputs"][0]["sha256"]) == 64
-    assert text.startswith("# musicbuild.lock")
+    assert data["note"].startswith("written by `musicbuild build`")
     before = lock.stat().st_mtime_ns
     project.build()
     (project.root / ".musicbuild" / "stamps").rename(project.root / "old-stamps")  # force the full path
