@@ -29,6 +29,8 @@ from mutagen.mp4 import MP4, AtomDataType, MP4Cover, MP4FreeForm
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
+from .riff import is_info, pack, parse_info, parse_smpl, riff_chunks, smpl_chunk, wav_rate
+
 PROVENANCE_PREFIX = "MUSICBUILD_"
 
 
@@ -220,90 +222,25 @@ def _read_id3(tag: Any, found: _Found) -> None:
         found.keyed[frame.desc] = "; ".join(frame.text)
 
 
-# --- WAV: RIFF chunks and LIST/INFO ------------------------------------------
-
-
-def _walk(data: bytes, pos: int) -> list[tuple[bytes, bytes]]:
-    """(id, payload) RIFF chunks from ``pos``; clamps sizes that overshoot."""
-    chunks = []
-    while pos + 8 <= len(data):
-        size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        chunks.append((data[pos : pos + 4], data[pos + 8 : pos + 8 + size]))
-        pos += 8 + size + (size & 1)
-    return chunks
-
-
-def _pack(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    """Serialise chunks with little-endian sizes and even padding."""
-    return b"".join(cid + struct.pack("<I", len(p)) + p + b"\0" * (len(p) & 1)
-                    for cid, p in chunks)
-
-
-def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file")
-    return _walk(data, 12)
-
-
-def _is_info(cid: bytes, payload: bytes) -> bool:
-    return cid == b"LIST" and payload[:4] == b"INFO"
-
-
-def _parse_info(payload: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for cid, raw in _walk(payload, 4):
-        raw = raw.split(b"\0", 1)[0]
-        try:
-            out[cid.decode("latin-1")] = raw.decode("utf-8")
-        except UnicodeDecodeError:  # old writers used Latin-1/ANSI
-            out[cid.decode("latin-1")] = raw.decode("latin-1")
-    return out
-
-
-# smpl chunk: manufacturer, product, sample period (ns), MIDI unity note, pitch
-# fraction, SMPTE format, SMPTE offset, loop count, sampler data size; then one
-# 24-byte loop: id, type (0 = forward), start, end (inclusive), fraction, play count (0 = forever).
-_SMPL_HEAD = struct.Struct("<9I")
-_SMPL_LOOP = struct.Struct("<6I")
-
-
-def _smpl_chunk(sample_rate: int, loop: tuple[int, int]) -> bytes:
-    start, length = loop
-    period = int(round(1e9 / sample_rate)) if sample_rate > 0 else 0
-    return (_SMPL_HEAD.pack(0, 0, period, 60, 0, 0, 0, 1, 0)
-            + _SMPL_LOOP.pack(0, 0, start, start + length - 1, 0, 0))
-
-
-def _parse_smpl(payload: bytes) -> tuple[int, int] | None:
-    if len(payload) < _SMPL_HEAD.size + _SMPL_LOOP.size:
-        return None
-    if _SMPL_HEAD.unpack_from(payload)[7] < 1:
-        return None
-    _ident, _kind, start, end, _frac, _count = _SMPL_LOOP.unpack_from(payload, _SMPL_HEAD.size)
-    return (start, end - start + 1) if end >= start else None
-
-
-def _wav_rate(chunks: list[tuple[bytes, bytes]]) -> int:
-    fmt = next((p for c, p in chunks if c == b"fmt "), b"")
-    return struct.unpack("<I", fmt[4:8])[0] if len(fmt) >= 8 else 0
+# --- WAV: ID3 chunk plus LIST/INFO and smpl (see riff.py) -------------------
 
 
 def _write_wav(path: Path, tags: Tags) -> None:
     # Drop old tag chunks, put a fresh LIST/INFO before 'data' (streaming
     # readers may stop at 'data'); mutagen then appends the ID3 chunk.  A loop
     # becomes a fresh 'smpl' chunk after 'data' (any old one is dropped).
-    chunks = [(c, p) for c, p in _riff_chunks(path.read_bytes())
-              if c not in (b"id3 ", b"ID3 ", b"smpl") and not _is_info(c, p)]
+    chunks = [(c, p) for c, p in riff_chunks(path.read_bytes())
+              if c not in (b"id3 ", b"ID3 ", b"smpl") and not is_info(c, p)]
     info = [(info_id.encode(), getattr(tags, name).encode("utf-8") + b"\0")
             for name, info_id in _WAV_INFO if getattr(tags, name) is not None]
     if info:
         at = next((i for i, (c, _) in enumerate(chunks) if c == b"data"), len(chunks))
-        chunks.insert(at, (b"LIST", b"INFO" + _pack(info)))
+        chunks.insert(at, (b"LIST", b"INFO" + pack(info)))
     loop = _check_loop(tags.loop)
     if loop is not None:
         at = next((i + 1 for i, (c, _) in enumerate(chunks) if c == b"data"), len(chunks))
-        chunks.insert(at, (b"smpl", _smpl_chunk(_wav_rate(chunks), loop)))
-    body = _pack(chunks)
+        chunks.insert(at, (b"smpl", smpl_chunk(wav_rate(chunks), loop)))
+    body = pack(chunks)
     path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body)
     wav = WAVE(path)
     wav.add_tags()
@@ -314,17 +251,17 @@ def _write_wav(path: Path, tags: Tags) -> None:
 
 
 def _read_wav_loop(path: Path) -> tuple[int, int] | None:
-    for cid, payload in _riff_chunks(path.read_bytes()):
+    for cid, payload in riff_chunks(path.read_bytes()):
         if cid == b"smpl":
-            return _parse_smpl(payload)
+            return parse_smpl(payload)
     return None
 
 
 def _read_wav_info(path: Path) -> dict[str, str]:
     info: dict[str, str] = {}
-    for cid, payload in _riff_chunks(path.read_bytes()):
-        if _is_info(cid, payload):
-            info.update(_parse_info(payload))
+    for cid, payload in riff_chunks(path.read_bytes()):
+        if is_info(cid, payload):
+            info.update(parse_info(payload))
     return info
 
 
