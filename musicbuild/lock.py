@@ -9,7 +9,6 @@ checks outputs against it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,10 +102,6 @@ def write_lock(path: Path, entries: Iterable[LockEntry], old: Mapping[str, LockE
         pass
     atomic_write_bytes(path, text.encode("utf-8"))
     return True
-
-
-def digest(entries: Mapping[str, LockEntry]) -> str:
-    return hashlib.sha256(render(entries.values()).encode()).hexdigest()
 
 
 def changed_tracks(old: Mapping[str, LockEntry] | None, new: Mapping[str, LockEntry]) -> list[str]:

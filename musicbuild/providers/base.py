@@ -11,7 +11,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from ..model import Generation, ProviderConfig, TrackSpec
 from ..yamlsrc import Path_
-from .catalog import TYPES, clip_count, estimate_track
+from .catalog import estimate_track
 
 OnJob = Callable[[dict[str, Any] | None], None]  # None: forget the journal entry
 
@@ -36,22 +36,8 @@ class Provider(ABC):
         """Violations of the service's documented input rules, as (field path, message)."""
         return []
 
-    def missing_credentials(self) -> str | None:
-        """A message naming the env var when the key is needed and absent (never the key)."""
-        var = self.config.api_key_env
-        if var and not self.env.get(var):
-            return f"provider '{self.name}' needs an API key in the environment variable {var}, which is not set"
-        return None
-
     def estimate_cost(self, spec: TrackSpec) -> float:
         return estimate_track(self.config.price, self.config.type, spec.model, spec.duration, spec.options)
-
-    def clips_for(self, spec: TrackSpec) -> int:
-        return clip_count(self.config.type, spec.model, spec.options)
-
-    @property
-    def max_duration(self) -> float:
-        return TYPES[self.config.type].max_duration
 
     @abstractmethod
     async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,

@@ -94,7 +94,6 @@ class HostedProvider(Provider):
         super().__init__(config, env, client)
         self.clock = clock or Clock.from_env(env)
         self.limiter = limiter or RateLimiter(config.requests_per_minute, self.clock)
-        self.requests = 0
         self.latency = LatencyModel()
         self._sleeping: dict[int, float] = {}  # jobs waiting to poll -> when they were submitted
         self._last_early = -1e9
@@ -103,10 +102,7 @@ class HostedProvider(Provider):
     def bind(self, client: Any) -> None:
         self.client = client
         self.http = ProviderHTTP(self.config.name, self.type, self.config.base_url or "", self.config.api_key_env,
-                                 self.env, self.limiter, client, self.clock, on_request=self._count)
-
-    def _count(self) -> None:
-        self.requests += 1
+                                 self.env, self.limiter, client, self.clock)
 
     # -- what adapters implement -------------------------------------------------------------
     async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:

@@ -18,7 +18,7 @@ import collections
 import contextvars
 import json
 import random
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import httpx
 
@@ -147,8 +147,7 @@ def service_message(response: httpx.Response) -> str:
 
 class ProviderHTTP:
     def __init__(self, name: str, type_name: str, base_url: str, key_env: str | None,
-                 env: Mapping[str, str], limiter: RateLimiter, client: httpx.AsyncClient, clock: Clock,
-                 on_request: Callable[[], None] = lambda: None) -> None:
+                 env: Mapping[str, str], limiter: RateLimiter, client: httpx.AsyncClient, clock: Clock) -> None:
         self.name, self.type_name = name, type_name
         base = base_url.rstrip("/")
         # the docs give base URLs both with and without the version; adapters write "/v1/..." paths
@@ -158,7 +157,6 @@ class ProviderHTTP:
         self.limiter = limiter
         self.client = client
         self.clock = clock
-        self.on_request = on_request  # counts requests for the report
 
     def _key(self) -> str:
         return self.env.get(self.key_env or "", "").strip()  # a pasted key often ends in a newline
@@ -183,7 +181,6 @@ class ProviderHTTP:
         while True:
             attempt += 1
             slot = await self.limiter.acquire()
-            self.on_request()
             last_sent.set(self.clock.now())
             if create:
                 create_sent.set(True)

@@ -23,9 +23,6 @@ class LocalProvider(Provider):
                 problems.append((("options", key), f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}"))
         return problems
 
-    def missing_credentials(self) -> str | None:
-        return None
-
     async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
                        on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
         # CPU-bound numpy work: a thread keeps the event loop (and hosted jobs' polling) responsive.
