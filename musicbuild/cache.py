@@ -4,12 +4,14 @@ Layout under ``cache_dir``::
 
     index/            diskcache (SQLite) with JSONDisk: values are JSON, never pickle
     blobs/ab/abcd...  audio exactly as downloaded/rendered, named by its SHA-256
+    journal.jsonl     the paid jobs (``journal.py``): outlives the index, names collected blobs
     stamps/           null-build stamps (see ``stamp.py``)
 
-Index keys: ``gen:<gen_key>`` -> generation record (clips, provenance, cost), ``job:<gen_key>`` ->
-journal entry of a submitted job that has no audio yet, ``out:<abs path>`` -> what we last wrote
-there (output key, generation key, SHA-256, size, mtime). Every blob is verified on read, so a
-corrupted cache costs a re-generation at worst, never a wrong output.
+Index keys: ``gen:<gen_key>`` -> generation record (clips, provenance, cost), ``out:<abs path>`` ->
+what we last wrote there (output key, generation key, SHA-256, size, mtime). Every blob is verified
+on read, so a corrupted cache costs a re-generation at worst, never a wrong output. A generation
+whose index record was lost is found again through the journal's ``collected`` record, whose
+blobs are still there: a lost index never costs a paid job twice.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import CacheError
+from .journal import Journal, JobRecord
 
 
 class Cache:
@@ -37,9 +40,19 @@ class Cache:
                                          eviction_policy="none", size_limit=2**62)
         except (OSError, Exception) as exc:  # sqlite3.OperationalError and friends
             raise CacheError(f"cannot open the cache at {directory}: {exc}") from None
+        self._journal: Journal | None = None
+
+    @property
+    def journal(self) -> Journal:
+        """The paid jobs of this cache (read on first use; written only when a job moves)."""
+        if self._journal is None:
+            self._journal = Journal(self.dir)
+        return self._journal
 
     def close(self) -> None:
         self.index.close()
+        if self._journal is not None:
+            self._journal.close()
 
     def __enter__(self) -> "Cache":
         return self
@@ -84,21 +97,29 @@ class Cache:
 
     # -- generations -------------------------------------------------------------------------
     def get_generation(self, gen_key: str) -> dict[str, Any] | None:
-        """The record, only if every clip's blob is still there."""
+        """The record, only if every clip's blob is still there (from the journal if the index lost it)."""
         rec = self.index.get("gen:" + gen_key)
         if rec and all(self.has_blob(c["sha256"]) for c in rec["clips"]):
             return rec
+        job = self.journal.collected(gen_key) if rec is None else None
+        if job is not None and job.clips and all(self.has_blob(c["sha256"]) for c in job.clips):
+            return generation_from_job(job)
         return None
 
     def generation_record(self, gen_key: str) -> dict[str, Any] | None:
         """The record even if its blobs were collected (provenance outlives audio)."""
         return self.index.get("gen:" + gen_key)
 
-    def put_generation(self, gen_key: str, clips: list[tuple[bytes, str]], provenance: dict[str, Any]) -> dict:
+    def put_generation(self, gen_key: str, clips: list[tuple[bytes, str]], provenance: dict[str, Any],
+                       keep_earlier: bool = False) -> dict:
+        """Store a generation's audio; with ``keep_earlier`` the generation it replaces (a paid take
+        collected before a --force) stays listed under ``earlier``, so gc keeps its audio."""
         stored = [{"sha256": self.put_blob(data), "format": fmt, "bytes": len(data)} for data, fmt in clips]
         rec = {**provenance, "clips": stored, "created_at": time.time()}
+        old = self.index.get("gen:" + gen_key) if keep_earlier else None
+        if old:
+            rec["earlier"] = [*old.pop("earlier", []), old]
         self.index.set("gen:" + gen_key, rec)
-        self.index.delete("job:" + gen_key)  # the journal entry is done with
         return rec
 
     def iter_generations(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -112,15 +133,17 @@ class Cache:
         self.index.delete("gen:" + gen_key)
 
     # -- job journal -------------------------------------------------------------------------
-    def record_job(self, gen_key: str, entry: dict[str, Any]) -> None:
-        """Called the moment a service returns a job id: that job is paid for, never lose it."""
-        self.index.set("job:" + gen_key, {**entry, "recorded_at": time.time()})
+    def live_job(self, gen_key: str) -> JobRecord | None:
+        """The journaled job of ``gen_key`` a build still has to deal with."""
+        return self.journal.live(gen_key)
 
-    def pending_job(self, gen_key: str) -> dict[str, Any] | None:
-        return self.index.get("job:" + gen_key)
-
-    def clear_job(self, gen_key: str) -> None:
-        self.index.delete("job:" + gen_key)
+    def legacy_jobs(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Job entries of the index-based journal of musicbuild 0.1 (moved into journal.jsonl)."""
+        for key in list(self.index.iterkeys()):
+            if isinstance(key, str) and key.startswith("job:"):
+                entry = self.index.get(key)
+                if isinstance(entry, dict):
+                    yield key[4:], entry
 
     # -- outputs -----------------------------------------------------------------------------
     def get_output(self, path: Path) -> dict[str, Any] | None:
@@ -131,6 +154,13 @@ class Cache:
 
     def remove_output(self, path: Path) -> None:
         self.index.delete("out:" + str(path))
+
+
+def generation_from_job(job: JobRecord) -> dict[str, Any]:
+    """A generation record rebuilt from the journal's record of the job that delivered it."""
+    return {"provider": job.provider, "model": job.model, "job_id": job.job_id, "cost_usd": job.net_usd,
+            "track": job.track, "clips": [dict(c) for c in job.clips], "created_at": job.updated_at,
+            "recovered_from": "journal"}
 
 
 @contextlib.contextmanager

@@ -98,8 +98,11 @@ def credential_problems(specs: list[TrackSpec], env: Mapping[str, str]) -> list[
     return problems
 
 
-def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: Cache, force: bool = False) -> list[PlannedTrack]:
-    planned = plan_tracks(specs, cache, force=force, estimate=estimate)
+def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: Cache, force: bool = False,
+              locked: Mapping[str, lock.LockEntry] | None = None) -> list[PlannedTrack]:
+    if locked is None:
+        locked = lock.read_lock(lock.lock_path(manifest.path)) or {}
+    planned = plan_tracks(specs, cache, force=force, estimate=estimate, lock=locked)
     paid: set[str] = set()
     for i, pt in enumerate(planned):  # tracks sharing a generation key share one (paid) generation
         if pt.action in (Action.GENERATE, Action.RESUME):
@@ -118,13 +121,13 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     lockfile = lock.lock_path(manifest.path)
     old_lock = lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
-        planned = make_plan(manifest, specs, cache, options.force)
+        planned = make_plan(manifest, specs, cache, options.force, old_lock or {})
         if options.locked or (options.frozen and old_lock is not None):
             _check_lock(planned, old_lock, manifest, whole=not options.targets)
         shared = _open_shared(manifest, options, env, cache, summary)
         needed = [pt.gen_key for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
         if shared is not None and needed and not options.force and shared.fill(needed):
-            planned = make_plan(manifest, specs, cache, options.force)  # fetched audio materializes for free
+            planned = make_plan(manifest, specs, cache, options.force, old_lock or {})  # fetched audio is free
         preset = _preset_outcomes(planned, options)  # tracks this build will not run, and why
         runnable = [pt for pt in planned if pt.spec.id not in preset]
         paid = [pt for pt in runnable if pt.action in (Action.GENERATE, Action.RESUME)]
@@ -137,16 +140,20 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         for pt in planned:
             if pt.spec.id in preset:
                 reporter.track_finished(pt, preset[pt.spec.id])
+        if paid:
+            cache.journal  # a damaged journal stops the build here, before anything is paid (JournalError)
         executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going,
-                                                          max_cost=options.max_cost), reporter)
+                                                          max_cost=options.max_cost, force=options.force,
+                                                          collect_orphans=not options.frozen), reporter)
         try:
             asyncio.run(executor.run(runnable))
         except KeyboardInterrupt:
             summary.interrupted = True
         outcomes = {**executor.outcomes, **preset}
-        summary.outcomes = [outcomes.get(pt.spec.id) or _interrupted(pt) for pt in planned]
+        summary.outcomes = [outcomes.get(pt.spec.id) or _unfinished(pt, cache, old_lock or {}) for pt in planned]
         summary.finished_at = now()
         summary.budget_stopped = getattr(executor, "budget_stopped", False)
+        summary.collected = list(executor.collected)
         summary.shard_skipped = sum(1 for o in preset.values() if o.status == "skipped")
         uploads_pending = False
         if shared is not None and not summary.interrupted:
@@ -238,7 +245,14 @@ def _outcome(pt: PlannedTrack, status: str, error: str) -> Outcome:
                    error=error)
 
 
-def _interrupted(pt: PlannedTrack) -> Outcome:
+def _unfinished(pt: PlannedTrack, cache: Cache, locked: Mapping[str, lock.LockEntry]) -> Outcome:
+    """A track the interrupted build has no outcome for: its outputs may still have been written
+    (materializing runs in threads that finish their file), so look again before calling it skipped."""
+    again = plan_tracks([pt.spec], cache, lock=locked)[0]
+    if again.action is Action.UP_TO_DATE:
+        return Outcome(id=pt.spec.id, out=[o.output.rel for o in pt.outputs], action=pt.action, reasons=pt.reasons,
+                       status="ok", gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model,
+                       clips=len(pt.outputs), estimated_usd=pt.est_cost_usd)
     return _outcome(pt, "skipped", "interrupted")
 
 
@@ -249,7 +263,9 @@ def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summ
         return
     inputs = [f for s in specs for f in s.files] + [lock.lock_path(manifest.path)]
     outputs = [o.path for s in specs for o in s.outputs]
-    rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0))
+    rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0,
+                                estimated_usd=0.0, charged_usd=0.0, refunded_usd=0.0, outstanding_usd=0.0,
+                                cost_basis=None))
             for o in summary.outcomes]
     stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows,
                 os.environ.get("MUSICBUILD_REMOTE_CACHE"))

@@ -6,8 +6,12 @@
     ├── ConfigError                 exit 2  environment problems found before any work (missing key)
     ├── BudgetError                 exit 3  refused by --max-cost
     ├── CacheError                  exit 1  the cache directory is unusable
-    └── ProviderError               a track's generation failed; carried as a value in its Outcome
-        └── ProviderAuthError       401/402: stop submitting to that provider
+    ├── ProviderError               a track's generation failed; carried as a value in its Outcome
+    │   ├── ProviderAuthError       401/402/403: stop submitting to that provider
+    │   ├── AmbiguousCreate         a create may have reached the service; no readable answer
+    │   ├── RemoteJobFailed         the service ran the job and says it failed
+    │   └── JobGone                 the service no longer knows a journaled job
+    └── (journal.JournalError)      exit 2  the job journal cannot be read or written
 
 Errors raised inside a track's work are caught by the executor and become that track's failed
 ``Outcome``; only errors that make the whole build meaningless propagate to the CLI, which maps
@@ -50,15 +54,39 @@ class CacheError(MusicbuildError):
 
 
 class ProviderError(MusicbuildError):
-    """A generation failed; ``retryable`` says whether a later build may succeed unchanged."""
+    """A generation failed; ``retryable`` says whether a later build may succeed unchanged.
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    ``status`` is the HTTP status when the service itself answered with an error: a 4xx answer to a
+    create is the service's own "no" (nothing was created); anything else after a create may have
+    left is an ambiguous create.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None,
+                 detail: str = "") -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
+        self.detail = detail  # the service's own words, when it answered
+
+    @property
+    def refused(self) -> bool:
+        return self.status is not None and 400 <= self.status < 500
 
 
 class ProviderAuthError(ProviderError):
     pass
+
+
+class AmbiguousCreate(ProviderError):
+    """A create request may have reached the service but no readable answer came back."""
+
+
+class RemoteJobFailed(ProviderError):
+    """The service ran the job and reports it failed."""
+
+
+class JobGone(ProviderError):
+    """The service no longer knows a job we journaled (it expired after the service's retention)."""
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,33 @@
 """Run a plan: the only async part of musicbuild (SPEC 5).
 
-Every track is one coroutine. Generations hold a global slot (``-j``) and a slot of their
-provider (``max_concurrent``); CPU-bound materialization runs in threads, at most one per core.
-A failure is a value (a failed ``Outcome``); without ``keep_going`` it stops new work from
-starting, and tracks that never started are reported as skipped.
+Every track is one coroutine. A paid job holds a global slot (``-j``) and a slot of its provider
+(``max_concurrent``) until the service says it finished; CPU-bound materialization runs in
+threads, at most one per core. A failure is a value (a failed ``Outcome``); without
+``keep_going`` it stops new work from starting, and tracks that never started are skipped.
+
+Money: every paid job moves through the journal (``journal.py``) by a ``JournalJob`` handle, the
+only code that changes a job's state. Before a new attempt is journaled the build looks at the
+key's live job: a submitted one is collected first (also under ``--force``: it is paid, so its
+audio is kept as an earlier take); an ``intent`` left by a dead build never left and is dropped;
+a ``sent`` one is ambiguous; an ambiguous or gone one fails its track until ``--force`` moves on.
+What this build spends is what its jobs were charged plus, for jobs it submitted whose charge is
+not known yet, their estimate: that sum is the report's cost and what ``--max-cost`` bounds.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
 from .cache import Cache
-from .errors import MusicbuildError, ProviderAuthError, ProviderError
-from .providers.http import DEFAULT_TIMEOUT
-from .providers.hosted import RemoteJobFailed
+from .errors import AmbiguousCreate, JobGone, MusicbuildError, ProviderAuthError, ProviderError, RemoteJobFailed
+from .journal import POSSIBLY_PAID, JobRecord, Journal
 from .materialize import materialize
 from .model import Action, Generation, Outcome, PlannedTrack
 from .providers.base import Provider
+from .providers.http import DEFAULT_TIMEOUT
 
 
 class Reporter(Protocol):
@@ -34,6 +42,137 @@ class ExecOptions:
     keep_going: bool = False
     cpu_workers: int = max(1, os.cpu_count() or 1)
     max_cost: float | None = None
+    force: bool = False
+    collect_orphans: bool = True  # collect paid jobs no track of this plan needs any more
+
+
+class Replayed(Exception):
+    """The service answered a create with a job another journaled attempt already holds."""
+
+    def __init__(self, prior: JobRecord) -> None:
+        self.prior = prior
+
+
+class JournalJob:
+    """The ``JobHandle`` of one job: each call is a journal transition; it also keeps the money
+    this build learnt about the job and frees the job's slots when the service is done with it."""
+
+    def __init__(self, journal: Journal, record: JobRecord, release: Any = lambda: None) -> None:
+        self.journal = journal
+        self.record = record
+        self.release = release
+        self.began_here = record.build == journal.build_id and record.state == "intent"
+
+    def _move(self, state: str, **changes: Any) -> None:
+        self.record = self.journal.move(self.record, state, **changes)
+
+    def sent(self) -> None:
+        if self.record.state in ("intent", "ambiguous"):
+            self._move("sent")
+
+    def submitted(self, job_id: str, poll: Mapping[str, Any], charged_usd: float | None = None) -> None:
+        prior = next((r for r in self.journal.attempts(self.record.gen_key)
+                      if r.job_id == job_id and r.attempt != self.record.attempt), None)
+        if prior is not None:
+            self._move("refused", error=f"the service replayed job {job_id} of attempt {prior.attempt}")
+            raise Replayed(prior)
+        self._move("submitted", job_id=job_id, poll=dict(poll), charged_usd=charged_usd,
+                   cost_basis="billed" if charged_usd is not None else None)
+
+    def update(self, poll: Mapping[str, Any]) -> None:
+        if dict(poll) != dict(self.record.poll):
+            self._move(self.record.state, poll=dict(poll))
+
+    def done(self, poll: Mapping[str, Any] | None = None, charged_usd: float | None = None,
+             basis: str | None = None) -> None:
+        changes: dict[str, Any] = {}
+        if poll is not None:
+            changes["poll"] = dict(poll)
+        if charged_usd is not None:
+            changes.update(charged_usd=charged_usd, cost_basis=basis or "billed")
+        self._move("done", **changes)
+        self.release()  # the service is finished: downloads come from a CDN and hold no slot
+
+    def failed(self, error: str, charged_usd: float | None = None, refunded_usd: float | None = None) -> None:
+        changes: dict[str, Any] = {"error": error}
+        if charged_usd is not None:
+            changes.update(charged_usd=charged_usd, cost_basis="billed")
+        if refunded_usd is not None:
+            changes["refunded_usd"] = refunded_usd
+        self._move("failed", **changes)
+        self.release()
+
+    def gone(self, error: str) -> None:
+        self._move("gone", error=error)
+
+    def ambiguous(self, error: str) -> None:
+        self._move("ambiguous", error=error)
+
+    def refused(self, error: str) -> None:
+        self._move("refused", error=error)
+
+    def collected(self, record: Mapping[str, Any], generation: Generation) -> None:
+        self._move("collected", clips=tuple(record["clips"]), charged_usd=generation.cost_usd,
+                   cost_basis=generation.cost_basis, partial=generation.partial, error=None)
+
+    # -- what this build spent on it ---------------------------------------------------------
+    @property
+    def charged(self) -> float:
+        rec = self.record
+        return rec.charged_usd or 0.0 if rec.charged_in == self.journal.build_id else 0.0
+
+    @property
+    def refunded(self) -> float:
+        rec = self.record
+        return rec.refunded_usd or 0.0 if rec.refunded_in == self.journal.build_id else 0.0
+
+    @property
+    def outstanding(self) -> float:
+        """Submitted by this build, charge not known: counted at the estimate until the service says."""
+        rec = self.record
+        unknown = rec.charged_usd is None and rec.state in POSSIBLY_PAID and rec.state != "collected"
+        return rec.estimate_usd if self.began_here and unknown else 0.0
+
+    @property
+    def cost(self) -> float:
+        return self.charged - self.refunded + self.outstanding
+
+
+class _FreeJob:
+    """The handle of a job on a free provider (local): nothing to journal or pay."""
+
+    @dataclass(frozen=True)
+    class _Record:
+        gen_key: str
+        state: str = "intent"
+        job_id: str | None = None
+        key: str | None = None
+        model: str = ""
+        poll: Mapping[str, Any] = field(default_factory=dict)
+        charged_usd: float | None = None
+        error: str | None = None
+
+    def __init__(self, gen_key: str) -> None:
+        self.record = self._Record(gen_key)
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+@dataclass
+class _Money:
+    """The jobs one track ran in this build."""
+
+    jobs: list[JournalJob] = field(default_factory=list)
+
+    def fields(self) -> dict[str, Any]:
+        charged = round(sum(j.charged for j in self.jobs), 6)
+        refunded = round(sum(j.refunded for j in self.jobs), 6)
+        outstanding = round(sum(j.outstanding for j in self.jobs), 6)
+        bases = {j.record.cost_basis for j in self.jobs if j.record.cost_basis}
+        basis = (bases.pop() if len(bases) == 1 else "mixed") if bases else ("estimate" if outstanding else None)
+        return {"cost_usd": round(charged - refunded + outstanding, 6), "charged_usd": charged,
+                "refunded_usd": refunded, "outstanding_usd": outstanding, "cost_basis": basis}
 
 
 class Executor:
@@ -44,6 +183,15 @@ class Executor:
         self.options = options
         self.reporter = reporter
         self.outcomes: dict[str, Outcome] = {}  # filled as tracks finish, readable after Ctrl-C
+        self.collected: list[dict[str, Any]] = []  # orphaned paid jobs this build collected
+        self.handles: list[JournalJob] = []
+
+    @property
+    def journal(self) -> Journal:
+        return self.cache.journal
+
+    def spent(self) -> float:
+        return sum(h.cost for h in self.handles)
 
     async def run(self, planned: list[PlannedTrack]) -> list[Outcome]:
         self.stop = asyncio.Event()
@@ -51,23 +199,25 @@ class Executor:
         self.cpu = asyncio.Semaphore(self.options.cpu_workers)
         self.per_provider = {name: asyncio.Semaphore(p.config.max_concurrent) for name, p in self.providers.items()}
         self.blocked: dict[str, str] = {}  # provider name -> auth error message
-        self.committed = 0.0  # USD spent or in flight, for --max-cost
         # one generation per generation key: tracks that differ only in id, format or tags share it
         self.shared: dict[str, asyncio.Event] = {}
         self.shared_records: dict[str, dict[str, Any]] = {}
         self.budget_stopped = False
         import httpx  # only builds that run need it
 
+        self._reconcile()
         async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=True) as client:
             for provider in self.providers.values():
                 provider.bind(client)
-            await asyncio.gather(*(self._track(pt) for pt in planned))
+            orphans = self._orphans(planned) if self.options.collect_orphans else []
+            await asyncio.gather(*(self._track(pt) for pt in planned), *(self._orphan(r) for r in orphans))
         return [self.outcomes[pt.spec.id] for pt in planned]
 
-    def _outcome(self, pt: PlannedTrack, status: str, **kw: Any) -> Outcome:
+    def _outcome(self, pt: PlannedTrack, status: str, money: _Money | None = None, **kw: Any) -> Outcome:
         outcome = Outcome(
             id=pt.spec.id, out=[o.output.rel for o in pt.outputs], action=pt.action, reasons=pt.reasons,
-            status=status, gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model, **kw)
+            status=status, gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model,
+            estimated_usd=pt.est_cost_usd, **(money.fields() if money else {}), **kw)
         self.outcomes[pt.spec.id] = outcome
         self.reporter.track_finished(pt, outcome)
         return outcome
@@ -75,7 +225,9 @@ class Executor:
     async def _track(self, pt: PlannedTrack) -> None:
         if pt.action is Action.UP_TO_DATE:
             for po in pt.outputs:
-                if po.restat:  # touched but unchanged: remember the new stat so the next check is cheap
+                if po.recovered is not None:  # the lock vouched for a file the cache forgot
+                    self.cache.put_output(po.output.path, {**po.recovered, "track": pt.spec.id})
+                elif po.restat:  # touched but unchanged: remember the new stat so the next check is cheap
                     record = self.cache.get_output(po.output.path) or {}
                     self.cache.put_output(po.output.path, {**record, "size": po.restat[0], "mtime_ns": po.restat[1]})
             self._outcome(pt, "ok", clips=len(pt.outputs))
@@ -84,94 +236,164 @@ class Executor:
             self._outcome(pt, "skipped", error="not started: an earlier track failed (use -k to keep going)")
             return
         started = time.monotonic()
+        money = _Money()
         generation: Generation | None = None
         try:
-            record = None
             if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
                 self.reporter.track_started(pt)
                 record = await self._await_shared(pt.gen_key)  # another track pays for this spec
             elif pt.action in (Action.GENERATE, Action.RESUME):
                 done = self.shared[pt.gen_key] = asyncio.Event()
                 try:
-                    generation = await self._generate(pt)
-                    if generation is None:
-                        return  # skipped while waiting for a slot
-                    record = await asyncio.to_thread(self._store, pt, generation)
+                    paid = await self._paid(pt, money)
+                    if paid is None:
+                        return  # skipped while waiting for a slot, or by the budget
+                    generation, record = paid
                     self.shared_records[pt.gen_key] = record
                 finally:
                     done.set()
             else:
                 self.reporter.track_started(pt)
                 record = self.cache.get_generation(pt.gen_key)
+                if record is None:
+                    raise MusicbuildError("the cached generation disappeared; build again to fetch or generate it")
             written = []
+            have = len(record["clips"])
             async with self.cpu:
                 for po in pt.outputs:
+                    if pt.spec.clips == "all" and po.output.clip > have:
+                        continue  # a clip the service did not deliver: said below
                     if po.state != "ok" or pt.action is not Action.MATERIALIZE:
                         written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po))
-            self._outcome(pt, "ok", clips=len(record["clips"]), seconds=round(time.monotonic() - started, 3),
-                          cost_usd=generation.cost_usd if generation else 0.0,
+            _check_delivered(pt, record)
+            extra = _delivery_facts(written)
+            if generation is not None and generation.partial:
+                extra["partial"] = dict(generation.partial)
+            self._outcome(pt, "ok", money, clips=len(record["clips"]), seconds=round(time.monotonic() - started, 3),
                           attempts=generation.attempts if generation else 0,
-                          job_id=generation.job_id if generation else record.get("job_id"),
-                          extra=_delivery_facts(written))
+                          job_id=generation.job_id if generation else record.get("job_id"), extra=extra)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a track's failure is a value, whatever raised it
-            if isinstance(exc, RemoteJobFailed):
-                self.cache.clear_job(pt.gen_key)  # the service finished it (unpaid): a later build may retry
             message = exc.message if isinstance(exc, MusicbuildError) else f"internal error: {type(exc).__name__}: {exc}"
             if isinstance(exc, ProviderAuthError):
                 self.blocked[pt.spec.provider.name] = message
             if not self.options.keep_going:
                 self.stop.set()
-            self._outcome(pt, "failed", error=message, seconds=round(time.monotonic() - started, 3),
-                          cost_usd=generation.cost_usd if generation else 0.0,
+            self._outcome(pt, "failed", money, error=message, seconds=round(time.monotonic() - started, 3),
                           attempts=generation.attempts if generation else 0)
 
-    async def _generate(self, pt: PlannedTrack) -> Generation | None:
+    # -- paid work ---------------------------------------------------------------------------
+    async def _paid(self, pt: PlannedTrack, money: _Money) -> tuple[Generation, dict[str, Any]] | None:
+        """Collect what the journal holds for this key, then (if still needed) one new attempt."""
+        provider = self.providers[pt.spec.provider.name]
+        if not provider.paid:
+            return await self._run(pt, provider, None, money)
+        live = self._settle(self.journal.live(pt.gen_key))
+        collected = False
+        if live is not None and (live.state in ("submitted", "done")
+                                 or (live.state == "ambiguous" and provider.idempotent_create)):
+            # a job an earlier build paid for: collect it (under --force too: it is paid, keep it as a take)
+            try:
+                result = await self._run(pt, provider, live, money)
+            except (RemoteJobFailed, JobGone):
+                if not self.options.force:
+                    raise
+            else:
+                if result is None or not self.options.force:
+                    return result
+                collected = True
+        elif live is not None and not self.options.force:
+            self.reporter.track_started(pt)
+            error = AmbiguousCreate if live.state == "ambiguous" else JobGone
+            raise error(self._stuck_message(provider, live))
+        elif live is not None:  # --force: move on from an ambiguous or gone job (it stays in the journal)
+            self.journal.move(live, "superseded", error="--force started a new attempt")
+        return await self._run(pt, provider, None, money, keep_earlier=collected)
+
+    def _settle(self, live: JobRecord | None) -> JobRecord | None:
+        """A job a dead build left between intent and its answer: never sent, or ambiguous."""
+        if live is None or live.build == self.journal.build_id:
+            return live
+        if live.state == "intent":  # "sent" is journaled before any byte leaves: this one never did
+            self.journal.move(live, "refused", error="never sent: the build that meant to send it stopped first")
+            return None
+        if live.state == "sent":
+            return self.journal.move(live, "ambiguous", error="the build that sent it stopped before the answer came")
+        return live
+
+    def _stuck_message(self, provider: Provider, live: JobRecord) -> str:
+        if live.state == "gone":
+            return (f"{provider.name}: the service no longer knows job {live.job_id} (404 after its retention); "
+                    "its audio cannot be collected. `musicbuild build --force <track>` generates it again")
+        return (f"{provider.name}: an earlier create request for this track may have started a paid job but "
+                f"got no readable answer ({live.error or 'unknown'}), so it is not re-sent. Check the provider's "
+                "dashboard; `musicbuild build --force <track>` submits again")
+
+    async def _run(self, pt: PlannedTrack, provider: Provider, live: JobRecord | None, money: _Money,
+                   keep_earlier: bool = False) -> tuple[Generation, dict[str, Any]] | None:
+        """One job under its slots: a new attempt (``live`` None) or a journaled job to finish."""
         name = pt.spec.provider.name
-        provider = self.providers[name]
         slots = _Slots(self.jobs, self.per_provider[name])
         await slots.acquire()
         try:
             if self.stop.is_set():
-                self._outcome(pt, "skipped", error="not started: an earlier track failed (use -k to keep going)")
+                self._outcome(pt, "skipped", money, error="not started: an earlier track failed (use -k to keep going)")
                 return None
             if name in self.blocked:
                 raise ProviderAuthError(self.blocked[name])
             self.reporter.track_started(pt)
-            if pt.action is Action.RESUME:
-                job = self.cache.pending_job(pt.gen_key) or {}
-                return await provider.resume(pt.spec, pt.gen_key, job, on_remote_done=lambda cost: slots.release())
-            budget = self.options.max_cost
-            if budget is not None and self.committed + pt.est_cost_usd > budget + 1e-9:
-                self.budget_stopped = True
-                self._outcome(pt, "skipped", error=f"not submitted: it would take spending past --max-cost ${budget:.2f}")
-                return None
-            self.committed += pt.est_cost_usd
-            charged: list[float] = []
-
-            def remote_done(cost_usd: float) -> None:
-                # count the real charge before the slot goes to the next track's budget check
-                if not charged:
-                    charged.append(cost_usd)
-                    self.committed += cost_usd - pt.est_cost_usd
-                slots.release()
-
-            def journal(entry: dict[str, Any] | None) -> None:
-                if entry is None:
-                    self.cache.clear_job(pt.gen_key)
-                else:
-                    self.cache.record_job(pt.gen_key, {"provider": name, "type": provider.type, **entry})
-
+            if not provider.paid:
+                generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
+                return generation, await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed,
+                                                           generation, None, False)
+            if live is None:
+                budget = self.options.max_cost
+                if budget is not None and self.spent() + pt.est_cost_usd > budget + 1e-9:
+                    self.budget_stopped = True
+                    self._outcome(pt, "skipped", money,
+                                  error=f"not submitted: it would take spending past --max-cost ${budget:.2f}")
+                    return None
+                cfg = pt.spec.provider
+                live = self.journal.begin(pt.gen_key, provider=name, type=provider.type, base_url=cfg.base_url or "",
+                                          model=pt.spec.model, track=pt.spec.id, estimate_usd=pt.est_cost_usd,
+                                          key=lambda n: provider.idempotency_key(pt.gen_key, n))
+            job = JournalJob(self.journal, live, slots.release)
+            self.handles.append(job)
+            money.jobs.append(job)
             try:
-                generation = await provider.generate(pt.spec, pt.gen_key, journal, on_remote_done=remote_done)
-            except BaseException:
-                self.committed -= charged[0] if charged else pt.est_cost_usd
-                raise
-            self.committed += generation.cost_usd - (charged[0] if charged else pt.est_cost_usd)
-            return generation
+                generation = await provider.generate(pt.spec, job)
+            except Replayed as replay:  # a known job: finish that one instead, never counted twice
+                if not replay.prior.live:
+                    record = self.cache.get_generation(pt.gen_key)
+                    if record is None:
+                        raise ProviderError(f"{provider.name}: the service replayed job {replay.prior.job_id}, "
+                                            f"which is {replay.prior.state} and has no audio in the cache; "
+                                            "`musicbuild build --force <track>` starts a new attempt") from None
+                    return _from_record(record), record
+                job = JournalJob(self.journal, replay.prior, slots.release)
+                self.handles.append(job)
+                generation = await provider.collect(job)
+            record = await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed, generation, job,
+                                             keep_earlier)
+            return generation, record
         finally:
             slots.release()
+
+    def _store(self, gen_key: str, track: str, seed: int | None, generation: Generation, job: JournalJob | None,
+               keep_earlier: bool) -> dict[str, Any]:
+        """Audio into the cache, then the journal says collected (in this order: a crash in between
+        leaves a ``done`` job whose generation the next build finds and marks collected)."""
+        provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,
+                      "seed": seed, "cost_usd": generation.cost_usd, "cost_basis": generation.cost_basis,
+                      "track": track}
+        if generation.partial:
+            provenance["partial"] = dict(generation.partial)
+        record = self.cache.put_generation(gen_key, [(c.data, c.format) for c in generation.clips], provenance,
+                                           keep_earlier=keep_earlier)
+        if job is not None:
+            job.collected(record, generation)
+        return record
 
     async def _await_shared(self, gen_key: str) -> dict[str, Any]:
         await self.shared[gen_key].wait()
@@ -180,10 +402,62 @@ class Executor:
             raise ProviderError("not generated: the track with the same generation spec failed or was skipped")
         return record
 
-    def _store(self, pt: PlannedTrack, generation: Generation) -> dict[str, Any]:
-        provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,
-                      "seed": pt.spec.seed, "cost_usd": generation.cost_usd, "track": pt.spec.id}
-        return self.cache.put_generation(pt.gen_key, [(c.data, c.format) for c in generation.clips], provenance)
+    def _reconcile(self) -> None:
+        """Bring the journal up to date with the cache before any work: jobs of musicbuild 0.1's
+        index journal move in, and a job whose audio reached the cache just before a crash (the
+        journal still says submitted/done) is collected."""
+        legacy = [legacy_record(key, entry, self.journal.build_id) for key, entry in self.cache.legacy_jobs()]
+        if legacy:
+            self.journal.import_records(legacy)
+            for rec in legacy:
+                self.cache.index.delete("job:" + rec.gen_key)
+        for rec in self.journal.records():
+            if rec.state not in ("submitted", "done") or not rec.job_id:
+                continue
+            record = self.cache.generation_record(rec.gen_key)
+            if not record or record.get("job_id") != rec.job_id or not self.cache.get_generation(rec.gen_key):
+                continue
+            if rec.state == "submitted":
+                rec = self.journal.move(rec, "done")
+            self.journal.move(rec, "collected", clips=tuple(record["clips"]), cost_basis=record.get("cost_basis"))
+
+    # -- orphans: paid jobs no track of this plan needs --------------------------------------
+    def _orphans(self, planned: list[PlannedTrack]) -> list[JobRecord]:
+        wanted = {pt.gen_key for pt in planned}
+        found = []
+        for rec in self.journal.records():
+            provider = self.providers.get(rec.provider)
+            if (rec.gen_key in wanted or rec.state not in ("submitted", "done") or provider is None
+                    or provider.type != rec.type or (provider.config.base_url or "") != rec.base_url
+                    or self.journal.live(rec.gen_key) != rec):
+                continue
+            found.append(rec)
+        return found
+
+    async def _orphan(self, rec: JobRecord) -> None:
+        """A paid job whose track changed or left the manifest: its audio is collected into the cache
+        (a later build that wants that spec again gets it free) and its charge is reported."""
+        provider = self.providers[rec.provider]
+        slots = _Slots(self.jobs, self.per_provider[rec.provider])
+        await slots.acquire()
+        job = JournalJob(self.journal, rec, slots.release)
+        self.handles.append(job)
+        row: dict[str, Any] = {"gen_key": rec.gen_key, "provider": rec.provider, "job_id": rec.job_id,
+                               "track": rec.track}
+        try:
+            if rec.provider in self.blocked:
+                raise ProviderAuthError(self.blocked[rec.provider])
+            generation = await provider.collect(job)
+            await asyncio.to_thread(self._store, rec.gen_key, rec.track, None, generation, job, False)
+            row["status"] = "collected"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            row.update(status="failed", error=exc.message if isinstance(exc, MusicbuildError) else repr(exc))
+        finally:
+            slots.release()
+        row.update(cost_usd=round(job.cost, 6), charged_usd=round(job.charged, 6))
+        self.collected.append(row)
 
 
 class _Slots:
@@ -202,6 +476,36 @@ class _Slots:
     def release(self) -> None:
         while self.held:
             self.held.pop().release()
+
+
+def legacy_record(gen_key: str, entry: Mapping[str, Any], build: str) -> JobRecord:
+    """A job of the 0.1 index journal: submitted if it had a job id, else an ambiguous create."""
+    poll = {k: v for k, v in entry.items() if k not in ("provider", "type", "state", "job_id", "model",
+                                                         "submitted_cost", "recorded_at")}
+    job_id = entry.get("job_id")
+    return JobRecord(gen_key=gen_key, attempt=0, state="submitted" if job_id else "ambiguous",
+                     provider=str(entry.get("provider", "")), type=str(entry.get("type", "")), base_url="",
+                     model=str(entry.get("model", "")), track="", build=build, job_id=job_id, poll=poll,
+                     charged_usd=entry.get("submitted_cost"), error=None if job_id else "an earlier build",
+                     created_at=float(entry.get("recorded_at", 0)), updated_at=float(entry.get("recorded_at", 0)))
+
+
+def _check_delivered(pt: PlannedTrack, record: Mapping[str, Any]) -> None:
+    """`clips: all` needs every clip: a job that delivered fewer (one song of two failed) cannot
+    fill the others, and its paid song is kept, so say so instead of paying for both again."""
+    have = len(record["clips"])
+    missing = [po.output.rel for po in pt.outputs if pt.spec.clips == "all" and po.output.clip > have]
+    if missing:
+        partial = record.get("partial") or {}
+        why = "; ".join(partial.get("errors") or []) or "fewer clips than outputs"
+        raise ProviderError(f"the service delivered {have} of {partial.get('expected', len(pt.outputs))} clips "
+                            f"({why}), so {', '.join(missing)} cannot be written; the delivered clip is kept "
+                            "(paid). `musicbuild build --force <track>` generates the whole job again")
+
+
+def _from_record(record: Mapping[str, Any]) -> Generation:
+    return Generation(clips=(), provider=str(record.get("provider")), model=str(record.get("model")),
+                      job_id=record.get("job_id"), cost_usd=0.0)
 
 
 def _delivery_facts(records: list[dict[str, Any]]) -> dict[str, Any]:

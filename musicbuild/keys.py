@@ -13,6 +13,7 @@ from typing import Any
 
 from .cache import file_sha256
 from .model import OutputSpec, TrackSpec
+from .providers.catalog import uses_seed
 
 GEN_KEY_VERSION = 1
 OUT_KEY_VERSION = 1
@@ -60,6 +61,9 @@ def input_sha256(path: Path) -> str:
 
 
 def generation_key(spec: TrackSpec) -> str:
+    """SHA-256 of what changes the generated audio. A seed the service cannot use changes nothing,
+    so the one derived from the track id stays out (two tracks with one spec share one paid job);
+    a seed the manifest wrote is a deliberate variation and stays in."""
     doc = {
         "v": GEN_KEY_VERSION,
         "provider": spec.provider.type,
@@ -74,6 +78,8 @@ def generation_key(spec: TrackSpec) -> str:
         "options": dict(spec.options),
         "reference_audio": input_sha256(spec.reference_audio) if spec.reference_audio else None,
     }
+    if not spec.seed_given and not uses_seed(spec.provider.type, spec.model):
+        del doc["seed"]
     return sha256_hex(canonical(doc))
 
 

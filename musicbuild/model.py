@@ -69,6 +69,7 @@ class TrackSpec:
     labels: tuple[str, ...]
     files: tuple[Path, ...] = ()  # every input file this track read (prompt, lyrics, cover, reference)
     post: Mapping[str, Any] = field(default_factory=dict)  # delivery processing (SPEC 1 `post:`)
+    seed_given: bool = False  # the manifest wrote the seed (else it is derived from the id)
 
 
 class Action(str, enum.Enum):
@@ -93,6 +94,7 @@ class PlannedOutput:
     out_key: str
     state: str  # ok | missing | modified | stale | unknown
     restat: tuple[int, int] | None = None  # content unchanged but stat moved: refresh the record
+    recovered: Mapping[str, Any] | None = None  # the cache lost its record; the lock vouched: write it back
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class PlannedTrack:
     action: Action
     reasons: tuple[Reason, ...]
     est_cost_usd: float
+    job: Mapping[str, Any] | None = None  # the journaled job a resume picks up: state, job id
+    length_note: str | None = None  # the service picks the length: what the estimate assumed
 
 
 @dataclass(frozen=True)
@@ -115,12 +119,16 @@ class Clip:
 
 @dataclass(frozen=True)
 class Generation:
+    """What a provider delivered for one job, and what the service charged for it."""
+
     clips: tuple[Clip, ...]
     provider: str
     model: str
     job_id: str | None
-    cost_usd: float
+    cost_usd: float  # net: charged - refunded
     attempts: int = 1
+    cost_basis: str = "price"  # billed (the service's figure) | measured (delivered length x price) | price
+    partial: Mapping[str, Any] | None = None  # fewer clips than asked for: expected, delivered, errors
 
 
 @dataclass
@@ -140,6 +148,11 @@ class Outcome:
     error: str | None = None
     job_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # chosen takes, measured loudness
+    estimated_usd: float = 0.0  # the plan's estimate
+    charged_usd: float = 0.0  # charges this build learnt (the service's figure, else measured)
+    refunded_usd: float = 0.0
+    outstanding_usd: float = 0.0  # submitted here, charge not known yet: counted at the estimate
+    cost_basis: str | None = None
 
 
 @dataclass
@@ -153,6 +166,7 @@ class BuildSummary:
     shard_skipped: int = 0  # tracks left to other shards (not failures)
     warnings: list[str] = field(default_factory=list)
     remote: dict[str, Any] | None = None  # what the shared cache moved
+    collected: list[dict[str, Any]] = field(default_factory=list)  # paid jobs no track needs any more, collected
 
     @property
     def failed(self) -> int:
@@ -160,4 +174,4 @@ class BuildSummary:
 
     @property
     def cost_usd(self) -> float:
-        return round(sum(o.cost_usd for o in self.outcomes), 6)
+        return round(sum(o.cost_usd for o in self.outcomes) + sum(c["cost_usd"] for c in self.collected), 6)

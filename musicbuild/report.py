@@ -11,24 +11,49 @@ from .model import Action, BuildSummary, Outcome, PlannedTrack
 REPORT_VERSION = 1
 
 
+MONEY = ("estimated_usd", "charged_usd", "refunded_usd", "outstanding_usd", "cost_usd")
+
+
 def outcome_row(o: Outcome) -> dict[str, Any]:
+    """One track of the JSON report. ``cost_usd`` is what this build spent on the track: what the
+    service charged (``cost_basis`` says how that is known) minus refunds, plus ``outstanding_usd``,
+    the estimate of jobs it submitted whose charge is not known yet (a timeout, an ambiguous create)."""
     return {
         "id": o.id, "out": o.out[0] if len(o.out) == 1 else o.out, "action": o.action.value,
         "reasons": [r.value for r in o.reasons], "status": o.status, "gen_key": o.gen_key,
         "provider": o.provider, "model": o.model, "clips": o.clips, "cost_usd": o.cost_usd,
+        "estimated_usd": o.estimated_usd, "charged_usd": o.charged_usd, "refunded_usd": o.refunded_usd,
+        "outstanding_usd": o.outstanding_usd, "cost_basis": o.cost_basis,
         "seconds": o.seconds, "attempts": o.attempts, "error": o.error, "job_id": o.job_id, **o.extra,
     }
 
 
 def plan_row(pt: PlannedTrack) -> dict[str, Any]:
     outs = [o.output.rel for o in pt.outputs]
-    return {
+    row = {
         "id": pt.spec.id, "out": outs[0] if len(outs) == 1 else outs, "action": pt.action.value,
         "reasons": [r.value for r in pt.reasons], "status": "planned", "gen_key": pt.gen_key,
         "provider": pt.spec.provider.name, "model": pt.spec.model, "clips": len(outs),
-        "cost_usd": pt.est_cost_usd, "seconds": 0.0, "attempts": 0, "error": None,
-        "labels": list(pt.spec.labels),
+        "cost_usd": pt.est_cost_usd, "estimated_usd": pt.est_cost_usd, "seconds": 0.0, "attempts": 0,
+        "error": None, "labels": list(pt.spec.labels),
     }
+    if pt.job is not None:
+        row["job"] = dict(pt.job)
+    if pt.length_note:
+        row["length"] = pt.length_note
+    return row
+
+
+def spend_table(rows: list[dict[str, Any]], collected: list[dict[str, Any]] | None = None) -> dict[str, dict[str, float]]:
+    """Per provider: estimated, charged, refunded, outstanding and net USD of these rows."""
+    table: dict[str, dict[str, float]] = {}
+    for row in [*rows, *(collected or [])]:
+        if not any(row.get(k) for k in MONEY):
+            continue
+        entry = table.setdefault(str(row.get("provider")), dict.fromkeys(MONEY, 0.0))
+        for k in MONEY:
+            entry[k] = round(entry[k] + float(row.get(k) or 0.0), 6)
+    return dict(sorted(table.items()))
 
 
 def summary_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,16 +66,20 @@ def summary_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "failed": sum(1 for r in rows if r["status"] == "failed"),
         "skipped": sum(1 for r in rows if r["status"] == "skipped"),
         "cost_usd": round(sum(r.get("cost_usd") or 0.0 for r in rows if r["status"] != "planned"), 6),
+        "estimated_usd": round(sum(r.get("estimated_usd") or 0.0 for r in rows), 6),
     }
 
 
 def report_document(summary: BuildSummary, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     rows = rows if rows is not None else [outcome_row(o) for o in summary.outcomes]
+    counts = summary_counts(rows)
+    counts["cost_usd"] = round(counts["cost_usd"] + sum(c.get("cost_usd") or 0.0 for c in summary.collected), 6)
     return {
         "version": REPORT_VERSION, "manifest": summary.manifest, "started_at": summary.started_at,
         "finished_at": summary.finished_at, "interrupted": summary.interrupted,
         "warnings": list(summary.warnings), "remote": summary.remote,
-        "summary": summary_counts(rows), "tracks": rows,
+        "summary": counts, "spend": spend_table(rows, summary.collected), "collected": list(summary.collected),
+        "tracks": rows,
     }
 
 

@@ -187,7 +187,7 @@ class TrackBuilder:
             id=track_id, index=self.i, provider=provider, model=model, prompt=prompt or "",
             tags=tags, lyrics=lyrics, instrumental=bool(instrumental), seed=seed, duration=float(duration),
             bpm=float(bpm) if bpm is not None else None, format=fmt, outputs=outputs, options=options, clips=clips, reference_audio=reference, post=post,
-            metadata=metadata, labels=labels, files=tuple(self.files))
+            metadata=metadata, labels=labels, files=tuple(self.files), seed_given="seed" in self.m)
 
     def _one_of(self, inline: str, file_field: str) -> str | None:
         if inline in self.m and file_field in self.m:

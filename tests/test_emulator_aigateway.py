@@ -48,31 +48,45 @@ def decode(data: bytes) -> float:
 
 @pytest.mark.parametrize("fmt", ["mp3", "wav"])
 def test_create_poll_download(fmt: str, anon: httpx.Client) -> None:
-    with serve() as (emu, client):
-        r = create(client, model="sonauto/v2/text-to-music", duration=15, format=fmt, lyrics="la la")
+    with serve(audio_seconds=None) as (emu, client):
+        r = create(client, model="sony-ai/mmaudio-v2-text-to-audio", duration=15, format=fmt, lyrics="la la")
         assert r.status_code == 202
         created = r.json()
         assert set(created) == {"id", "status", "model", "created"} and created["status"] == "queued"
         job = wait(emu, client, created["id"])
         assert job["status"] == "completed" and job["result"]["duration"] == 15
         audio = anon.get(job["result"]["url"])  # public, no key
-        assert audio.status_code == 200 and decode(audio.content) == pytest.approx(1.0, abs=0.1)
+        assert audio.status_code == 200 and decode(audio.content) == pytest.approx(15.0, abs=0.1)
         rec = emu.jobs[created["id"]]
         assert (rec.prompt, rec.model, rec.duration, rec.format, rec.lyrics) == (
-            "lo-fi piano with light rain", "sonauto/v2/text-to-music", 15, fmt, "la la")
-        assert emu.creates == 1 and emu.cost_usd == pytest.approx(0.0013 * 15)
+            "lo-fi piano with light rain", "sony-ai/mmaudio-v2-text-to-audio", 15, fmt, "la la")
+        assert emu.creates == 1 and emu.cost_usd == pytest.approx(0.0010 * 15)
+
+
+def test_the_bill_and_result_duration_follow_the_delivered_audio(anon: httpx.Client) -> None:
+    # sonauto/v2 has no duration (fal's sonauto v2 takes none): ~95 s whatever is asked; a shortened
+    # delivery (audio_seconds) is what is reported and billed
+    with serve(audio_seconds=None) as (emu, client):
+        job = wait(emu, client, create(client, model="sonauto/v2/text-to-music", duration=15).json()["id"])
+        assert job["result"]["duration"] == 95 and emu.cost_usd == pytest.approx(0.0013 * 95)
+    with serve(audio_seconds=2) as (emu, client):
+        job = wait(emu, client, create(client, model="sonauto/v2/text-to-music", duration=15).json()["id"])
+        assert job["result"]["duration"] == 2 and emu.cost_usd == pytest.approx(0.0013 * 2)
+        assert decode(anon.get(job["result"]["url"]).content) == pytest.approx(2.0, abs=0.05)
 
 
 @pytest.mark.parametrize("shape,keys", [
     ("model_page", {"id", "status", "model", "created"}),
     ("async_jobs", {"id", "status", "object"}),
     ("sdk", {"id", "status", "modality", "model", "created_at", "updated_at"}),
+    ("wrapped", {"data"}),
 ])
 def test_create_shapes(shape: str, keys: set[str]) -> None:
     with serve(create_shape=shape) as (emu, client):
         r = create(client)
-        assert r.status_code == 202 and set(r.json()) == keys and r.json()["status"] == "queued"
-        assert r.json()["id"].startswith("job_")
+        body = r.json()["data"] if shape == "wrapped" else r.json()
+        assert r.status_code == 202 and set(r.json()) == keys and body["status"] == "queued"
+        assert body["id"].startswith("job_")
 
 
 @pytest.mark.parametrize("variant", ["result.url", "result.file_url", "result_url", "all"])
@@ -120,7 +134,7 @@ def test_validation_and_clamping(anon: httpx.Client) -> None:
             assert r.json() == {"error": {"message": r.json()["error"]["message"], "type": "invalid_request_error",
                                           "code": 400, "param": param}}
         assert client.post("/v1/audio/music", content=b"not json").status_code == 400
-        for model, asked, got in [("sonauto/v2/text-to-music", 500, 190), ("sony-ai/mmaudio-v2-text-to-audio", 100, 30),
+        for model, asked, got in [("sonauto/v2/text-to-music", 500, 95), ("sony-ai/mmaudio-v2-text-to-audio", 100, 30),
                                   ("sony-ai/mmaudio-v2-text-to-audio", 0, 1), ("acme/new-model", 12.5, 12.5)]:
             r = create(client, model=model, duration=asked, is_instrumental=True, lyrics_optimizer=False,
                        webhook_url="https://example.com/hook")

@@ -26,8 +26,11 @@ def test_a_journaled_job_is_resumed_never_resubmitted(project: Project) -> None:
     with Cache(manifest.cache_dir) as cache:
         planned = plan_tracks(manifest.tracks, cache)
         assert [(p.action, p.reasons) for p in planned] == [(Action.GENERATE, (Reason.NEW,))] * 2
-        cache.record_job(planned[0].gen_key, {"provider": "x", "job_id": "job-123"})
+        rec = cache.journal.begin(planned[0].gen_key, provider="x", type="aigateway", base_url="", model="m",
+                                  track="a", estimate_usd=0.1)
+        rec = cache.journal.move(cache.journal.move(rec, "sent"), "submitted", job_id="job-123")
         again = plan_tracks(manifest.tracks, cache)
+        assert again[0].job == {"state": "submitted", "job_id": "job-123", "attempt": 0}
         assert again[0].action is Action.RESUME and again[1].action is Action.GENERATE
         assert again[0].est_cost_usd == 0.0  # already paid
         forced = plan_tracks(manifest.tracks, cache, force=True)
@@ -37,11 +40,12 @@ def test_a_journaled_job_is_resumed_never_resubmitted(project: Project) -> None:
 
 def test_journal_survives_reopening_the_cache(tmp_path: Path) -> None:
     with Cache(tmp_path / "c") as cache:
-        cache.record_job("k" * 64, {"provider": "p", "job_id": "j-1"})
+        rec = cache.journal.begin("k" * 64, provider="p", type="beatra", base_url="", model="m", track="t",
+                                  estimate_usd=0.08)
+        cache.journal.move(cache.journal.move(rec, "sent"), "submitted", job_id="j-1")
     with Cache(tmp_path / "c") as cache:
-        assert cache.pending_job("k" * 64)["job_id"] == "j-1"
-        cache.put_generation("k" * 64, [(b"RIFF....", "wav")], {"provider": "p"})
-        assert cache.pending_job("k" * 64) is None  # the job is done once its audio is stored
+        live = cache.live_job("k" * 64)
+        assert live is not None and live.job_id == "j-1" and live.state == "submitted"
 
 
 def test_a_corrupt_blob_is_never_used(tmp_path: Path) -> None:

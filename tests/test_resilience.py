@@ -167,9 +167,18 @@ def test_forty_tracks_across_all_four_services_then_a_free_rebuild(project: Proj
         assert report["summary"]["cost_usd"] == pytest.approx(sum(costs)) and report["summary"]["cost_usd"] > 0
         assert by_id["bt-suno-0"]["cost_usd"] == pytest.approx(0.08)
         assert by_id["bt-mini-0"]["cost_usd"] == pytest.approx(0.05)
-        assert by_id["gw-v2-0"]["cost_usd"] == pytest.approx(0.0013 * 4)
-        assert by_id["gw-mm-0"]["cost_usd"] == pytest.approx(0.0010 * 4)
+        # billed for the 3 s each service delivered, not the 4 s asked for (sonauto/v2 takes no duration)
+        assert by_id["gw-v2-0"]["cost_usd"] == pytest.approx(0.0013 * 3)
+        assert by_id["gw-mm-0"]["cost_usd"] == pytest.approx(0.0010 * 3)
         assert by_id["vb-0"]["cost_usd"] == pytest.approx(0.20 * 6 / 60)
+        # every cent: per provider, the report's charges are what each service billed
+        spend = report["spend"]
+        assert spend["gw"]["charged_usd"] == pytest.approx(gw.cost_usd, abs=5e-5)
+        assert spend["bt"]["charged_usd"] - spend["bt"]["refunded_usd"] == pytest.approx(
+            (bt.credits_charged - bt.credits_refunded) / 1000)
+        assert spend["vb"]["charged_usd"] == pytest.approx(vb.cost_usd, abs=5e-5)
+        assert spend["so"]["charged_usd"] == pytest.approx(so.credits_used * 11 / 20000, abs=5e-5)
+        assert all(row["cost_basis"] in ("billed", "measured", "price") for row in by_id.values())
 
         before = [len(e.log) for e in emus]
         result, again = build(project, "-j", "16")
@@ -707,23 +716,25 @@ def test_bad_downloads_fail_the_track_and_store_nothing(project: Project, env: d
 def test_max_cost_refuses_an_estimate_over_budget_before_any_request(project: Project, env: dict[str, str]) -> None:
     with AIgatewayEmulator(time_scale=SCALE, latency=10, audio_seconds=3) as gw:
         write_manifest(project, {"gw": provider("aigateway", gw, **FAST)},
-                       [{"id": f"t{i}", "provider": "gw", "prompt": f"p{i}", "duration": 30} for i in range(4)])
-        # 4 x 30 s x $0.0013/s = $0.156
+                       [{"id": f"t{i}", "provider": "gw", "prompt": f"p{i}", "duration": 30, "model": "acme/any"}
+                        for i in range(4)])
+        # 4 x 30 s x $0.0013/s = $0.156 (a slug that honours duration)
         result, report = build(project, "--max-cost", "0.15")
         assert result.code == 3, result.err
         assert "estimated cost $0.16 exceeds --max-cost $0.15" in result.err and "nothing was submitted" in result.err
         assert gw.log == [] and not (project.root / "build").exists()
         result, report = build(project, "--max-cost", "0.16")
         assert result.code == 0, result.err
-        assert report["summary"]["cost_usd"] == pytest.approx(0.156) and gw.creates == 4
+        # the service delivered (and billed) 3 s each
+        assert report["summary"]["cost_usd"] == pytest.approx(4 * 3 * 0.0013) and gw.creates == 4
 
 
 def max_cost_overrun(project: Project, budget: str) -> tuple[Run, dict[str, Any], AIgatewayEmulator]:
-    """Four 20 s tracks estimated at $0.026 each ($0.104) on a gateway that bills at least 40 s ($0.052)."""
-    with AIgatewayEmulator(time_scale=SCALE, latency=10, audio_seconds=3,
-                           models={"sonauto/v2/text-to-music": (0.0013, 40.0, 190.0, 95.0)}) as gw:
+    """Four 20 s tracks estimated at $0.026 each ($0.104) on a model that makes at least 40 s ($0.052)."""
+    with AIgatewayEmulator(time_scale=SCALE, latency=10, models={"acme/long": (0.0013, 40.0, 190.0, 95.0)}) as gw:
         write_manifest(project, {"gw": provider("aigateway", gw, **FAST)},
-                       [{"id": f"t{i}", "provider": "gw", "prompt": f"p{i}", "duration": 20} for i in range(4)])
+                       [{"id": f"t{i}", "provider": "gw", "prompt": f"p{i}", "duration": 20, "model": "acme/long"}
+                        for i in range(4)])
         plan = json.loads(project.run("plan", "--json").out)
         assert sum(t["cost_usd"] for t in plan["tracks"]) == pytest.approx(0.104)
         result, report = build(project, "-j", "1", "--max-cost", budget)

@@ -1,23 +1,68 @@
 """The one interface every provider implements.
 
 A provider turns a ``TrackSpec`` into audio bytes. It never touches the disk or the cache: the
-executor hands it ``on_job`` to journal a job id the moment the service returns one, and stores
-what ``generate``/``resume`` return. Input rules are checked by ``check_track`` before any request.
+executor hands it a ``JobHandle`` through which it reports every step of a paid job (the journal's
+state machine, ``journal.py``), and stores what ``generate`` returns. Input rules are checked by
+``check_track`` before any request.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Protocol
 
 from ..model import Generation, ProviderConfig, TrackSpec
 from ..yamlsrc import Path_
 from .catalog import estimate_track
 
-OnJob = Callable[[dict[str, Any] | None], None]  # None: forget the journal entry
+
+class JobRecordView(Protocol):
+    """What a provider may read of its job's journal record."""
+
+    @property
+    def gen_key(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def job_id(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def poll(self) -> Mapping[str, Any]: ...
+    @property
+    def charged_usd(self) -> float | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class JobHandle(Protocol):
+    """A provider's only way to change the state of the job it runs (the executor implements it).
+
+    Call order: ``sent`` (from the HTTP layer, just before the create leaves), then ``submitted`` the
+    moment the service returns a job id, ``update`` whenever polling learns something worth keeping,
+    ``done`` once the service says the job finished (its slot is freed; downloads come from a CDN),
+    or ``failed``/``gone``. A create that got no readable answer ends in ``ambiguous``; the
+    service's own refusal in ``refused``. The executor records ``collected`` once the audio is stored.
+    """
+
+    @property
+    def record(self) -> JobRecordView: ...
+    def sent(self) -> None: ...
+    def submitted(self, job_id: str, poll: Mapping[str, Any], charged_usd: float | None = None) -> None: ...
+    def update(self, poll: Mapping[str, Any]) -> None: ...
+    def done(self, poll: Mapping[str, Any] | None = None, charged_usd: float | None = None,
+             basis: str | None = None) -> None: ...
+    def failed(self, error: str, charged_usd: float | None = None, refunded_usd: float | None = None) -> None: ...
+    def gone(self, error: str) -> None: ...
+    def ambiguous(self, error: str) -> None: ...
+    def refused(self, error: str) -> None: ...
 
 
 class Provider(ABC):
     type: ClassVar[str]
+    paid: ClassVar[bool] = True  # its jobs cost money: journaled, budgeted, reported
+    idempotent_create: ClassVar[bool] = False  # the service deduplicates a create sent again with its key
 
     def __init__(self, config: ProviderConfig, env: Mapping[str, str], client: Any = None) -> None:
         self.config = config
@@ -39,13 +84,15 @@ class Provider(ABC):
     def estimate_cost(self, spec: TrackSpec) -> float:
         return estimate_track(self.config.price, self.config.type, spec.model, spec.duration, spec.options)
 
-    @abstractmethod
-    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
-                       on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
-        """Submit, wait, download; call ``on_job`` with the journal entry as soon as a job exists
-        and ``on_remote_done`` once the service has finished it (before downloading)."""
+    def idempotency_key(self, gen_key: str, attempt: int) -> str | None:
+        """The key a new attempt's create carries (journaled before it is sent), if the service takes one."""
+        return None
 
-    async def resume(self, spec: TrackSpec, gen_key: str, job: Mapping[str, Any],
-                     on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
-        """Finish a job an earlier build submitted (never submits again)."""
-        raise NotImplementedError(f"{self.type} jobs cannot be resumed")
+    @abstractmethod
+    async def generate(self, spec: TrackSpec, job: JobHandle) -> Generation:
+        """Run the job behind ``job`` to its audio: create it if its record is a fresh ``intent``,
+        otherwise pick up where an earlier build left it (never creating it again)."""
+
+    async def collect(self, job: JobHandle) -> Generation:
+        """Finish a journaled job without its track spec (a paid job no track needs any more)."""
+        raise NotImplementedError(f"{self.type} jobs cannot be collected")

@@ -5,11 +5,13 @@ Follows the seed page and CONTRACTS.md sections 3-4. Rules checked before any re
 lyrics with ``instrumental``; suno lyrics need ``model_options.suno.custom_mode: true`` and a title;
 ``model_options`` only in the model's own namespace, with suno's option values and ranges. There is
 no duration field: describe the length in the prompt. ``reference_audio`` is uploaded first
-(``POST /v1/uploads``) and passed as an artifact. Creates carry ``Idempotency-Key`` = generation
-key, so a create whose answer was lost is safely sent again, by this build or a later one. When the
-key replays an earlier task that failed (beatra keeps keys 24 h), the new attempt is sent with a key
-derived from the failed task's id. The charge is read from ``billing``
-(credits as decimal strings; 1000 credits = $1 unless ``price.usd_per_credit`` says otherwise).
+(``POST /v1/uploads``) and passed as an artifact. Each attempt's create carries its own
+``Idempotency-Key``, journaled before it is sent: a create whose answer was lost is sent again with
+the same key (beatra deduplicates it for 24 h and replays the task), and a deliberate new attempt
+(--force, or a retry after a failure) gets a new key, so a replay is never taken for new spend and
+no spec is locked out. The API is in preview: statuses other than the documented terminal ones are
+"still running". The charge is read from ``billing`` (credits as decimal strings; 1000 credits =
+$1 unless ``price.usd_per_credit`` says otherwise): debited at create, refunded on failure.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from ..errors import ProviderError
 from ..model import TrackSpec
 from ..yamlsrc import Path_
 from .hosted import HostedProvider, JobStatus, Submitted
+from .http import json_body
 
 NAMESPACE = {"suno-5.5": "suno", "minimax-music-2.6": "minimax"}
 SUNO_WEIGHTS = ("style_weight", "weirdness_constraint", "audio_weight")
@@ -27,7 +30,7 @@ SUNO_OPTIONS = ("custom_mode", "vocal_gender", "negative_tags", *SUNO_WEIGHTS)
 MINIMAX_OPTIONS = ("lyrics_optimizer",)
 OPTIONS = ("title", "model_options", "metadata")
 USD_PER_CREDIT = 0.001
-PENDING = {"queued", "running"}
+FAILED = {"failed", "canceled", "cancelled"}
 
 
 def _weight(value: Any) -> bool:
@@ -110,66 +113,72 @@ class BeatraProvider(HostedProvider):
                 problems.append((where, "must be true or false"))
         return problems
 
-    async def _upload(self, spec: TrackSpec, gen_key: str) -> str:
+    async def _upload(self, spec: TrackSpec) -> str:
         assert spec.reference_audio is not None
         data = spec.reference_audio.read_bytes()
         key = hashlib.sha256(data).hexdigest()
+        # an upload starts no paid job: sent again safely with its Idempotency-Key
         response = await self.http.request(
-            "POST", "/v1/uploads", create=True, idempotent=True, headers={"Idempotency-Key": f"upload-{key[:40]}"},
+            "POST", "/v1/uploads", idempotent=True, headers={"Idempotency-Key": f"upload-{key[:40]}"},
             files={"file": (spec.reference_audio.name, data)}, data={"purpose": "reference_audio"})
-        body = response.json()
-        artifact = body.get("artifact_id") or (body.get("artifact") or {}).get("artifact_id")
+        body = json_body(response, self.name)
+        artifact = body.get("artifact_id") or (body.get("artifact") or {}).get("artifact_id") \
+            if isinstance(body, dict) else None
         if not artifact:
-            raise ProviderError(f"{self.name}: the upload answer has no artifact_id: {str(body)[:200]}")
+            raise ProviderError(f"{self.name}: the upload answer has no artifact_id: {str(body)[:200]}",
+                                status=422)  # nothing paid was started: a plain failure
         return str(artifact)
 
-    async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:
+    async def submit(self, spec: TrackSpec, key: str | None) -> Submitted:
         body: dict[str, Any] = {"model": spec.model, "prompt": self._prompt(spec), "instrumental": spec.instrumental}
         if spec.lyrics:
             body["lyrics"] = spec.lyrics
-        for key in OPTIONS:
-            if key in spec.options:
-                body[key] = spec.options[key]
+        for name in OPTIONS:
+            if name in spec.options:
+                body[name] = spec.options[name]
         path = "/v1/music/text-to-music"
         if spec.reference_audio is not None:
-            body["reference_audio"] = {"type": "artifact", "artifact_id": await self._upload(spec, gen_key)}
+            body["reference_audio"] = {"type": "artifact", "artifact_id": await self._upload(spec)}
             path = "/v1/music/reference-audio-to-music"
-        key = gen_key
-        while True:
-            response = await self.http.request("POST", path, create=True, idempotent=True, json=body,
-                                               headers={"Idempotency-Key": key})
-            task = response.json()
-            task_id = task.get("task_id") if isinstance(task, dict) else None
-            if not task_id:
-                raise ProviderError(f"{self.name}: the answer has no task_id: {str(task)[:200]}")
-            if str(task.get("status", "")).lower() not in ("failed", "canceled") or key != gen_key:
-                break
-            # the key replays an earlier submission that failed (refunded) within beatra's 24 h window:
-            # this is a new attempt, so it gets a key of its own, derived from the failed task
-            key = f"{gen_key}-after-{task_id}"
-        return Submitted(str(task_id), cost_usd=self._charge(task))
+        response = await self.http.request("POST", path, create=True, idempotent=True, json=body,
+                                           headers={"Idempotency-Key": key or ""})
+        task = json_body(response, self.name)
+        task_id = task.get("task_id") if isinstance(task, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise ProviderError(f"{self.name}: the answer has no task_id: {str(task)[:200]}")
+        status = self._task_status(task)  # a replayed task may already be finished
+        return Submitted(task_id, charged_usd=self._credits(task, "charged"),
+                         status=status if status.state == "failed" else None)
 
-    def _charge(self, task: Mapping[str, Any]) -> float | None:
+    def _credits(self, task: Mapping[str, Any], what: str) -> float | None:
+        """``billing.<what>_credits`` in USD (None when the answer has no billing)."""
         billing = task.get("billing")
-        if not isinstance(billing, dict):
+        if not isinstance(billing, dict) or billing.get(f"{what}_credits") is None:
             return None
         rate = (self.config.price or {}).get("usd_per_credit", USD_PER_CREDIT)
-        net = billing.get("net_charged_credits")
-        if net is None:
-            net = float(billing.get("charged_credits") or 0) - float(billing.get("refunded_credits") or 0)
-        return round(float(net) * rate, 6)
+        try:
+            return round(float(billing[f"{what}_credits"]) * rate, 6)
+        except (TypeError, ValueError):
+            return None
+
+    def _task_status(self, task: Mapping[str, Any]) -> JobStatus:
+        status = str(task.get("status", "")).lower()
+        charged, refunded = self._credits(task, "charged"), self._credits(task, "refunded")
+        if status in FAILED:
+            err = task.get("error") or {}
+            message = err.get("message") or err.get("code") if isinstance(err, dict) else err
+            return JobStatus("failed", error=f"{status}: {message or 'no reason given'}",
+                             charged_usd=charged, refunded_usd=refunded)
+        if status != "succeeded":  # queued, running, or a preview-API state we do not know yet
+            return JobStatus("pending")
+        output = task.get("output") if isinstance(task.get("output"), dict) else {}
+        clips = [c for c in output.get("clips") or [] if isinstance(c, dict) and isinstance(c.get("audio"), dict)]
+        urls = [c["audio"]["url"] for c in clips if c["audio"].get("url")]
+        if not urls:
+            raise ProviderError(f"{self.name}: task {task.get('task_id')} succeeded without clip URLs", retryable=True)
+        net = None if charged is None else round(charged - (refunded or 0.0), 6)
+        return JobStatus("done", urls, charged_usd=net)
 
     async def poll(self, job: Mapping[str, Any]) -> JobStatus:
         task = await self.http.get_json(f"/v1/tasks/{job['job_id']}")
-        status = str(task.get("status", "")).lower()
-        if status in PENDING:
-            return JobStatus("pending")
-        if status != "succeeded":
-            err = task.get("error") or {}
-            message = err.get("message") or err.get("code") if isinstance(err, dict) else err
-            return JobStatus("failed", error=f"{status}: {message or 'no reason given'}", cost_usd=self._charge(task))
-        clips = (task.get("output") or {}).get("clips") or []
-        urls = [c["audio"]["url"] for c in clips if isinstance(c.get("audio"), dict) and c["audio"].get("url")]
-        if not urls:
-            raise ProviderError(f"{self.name}: task {job['job_id']} succeeded without clip URLs", retryable=True)
-        return JobStatus("done", urls, cost_usd=self._charge(task))
+        return self._task_status(task if isinstance(task, dict) else {})

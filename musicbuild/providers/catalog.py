@@ -62,14 +62,60 @@ def clip_count(type_name: str, model: str, options: Mapping[str, object]) -> int
     return clips.get(model, clips.get("*", 1))
 
 
-def estimate_cost(price: Mapping[str, float], duration: float, clips: int) -> float:
-    """USD for one generation under ``price`` terms (they add up when several are given)."""
+def cost_of(price: Mapping[str, float], clip_seconds: list[float]) -> float:
+    """USD for one job that delivered clips of these lengths, under ``price`` terms (they add up)."""
+    total, songs = sum(clip_seconds), len(clip_seconds)
     cost = price.get("usd_per_job", 0.0)
-    cost += price.get("usd_per_second", 0.0) * duration
-    cost += price.get("usd_per_minute", 0.0) * duration / 60.0 * clips
-    cost += price.get("usd_per_song", 0.0) * clips
-    cost += price.get("usd_per_extra_song", 0.0) * max(0, clips - 1)
+    cost += price.get("usd_per_second", 0.0) * total
+    cost += price.get("usd_per_minute", 0.0) * total / 60.0
+    cost += price.get("usd_per_song", 0.0) * songs
+    cost += price.get("usd_per_extra_song", 0.0) * max(0, songs - 1)
     return round(cost, 6)
+
+
+def estimate_cost(price: Mapping[str, float], duration: float, clips: int) -> float:
+    """USD for one generation of ``clips`` clips of ``duration`` seconds each."""
+    return cost_of(price, [duration] * clips)
+
+
+@dataclass(frozen=True)
+class Length:
+    """How long a service's clip will really be, whatever the track's ``duration`` says."""
+
+    seconds: float | None  # None: the model decides and nothing is published
+    controlled: bool  # the service honours the requested duration
+    note: str | None = None  # said in `plan` when the user cannot control the length
+
+
+SONAUTO_V2_SECONDS = 95.0  # "one ~1:35 song" (CONTRACTS 2b): v2 takes no duration
+MMAUDIO_RANGE = (1.0, 30.0)
+
+
+def expected_length(type_name: str, model: str, duration: float) -> Length:
+    """What the service will produce for a requested ``duration`` (CONTRACTS.md per service)."""
+    if type_name == "aigateway":
+        if model.startswith("sonauto/"):
+            return Length(SONAUTO_V2_SECONDS, False, f"{model} picks the length (~95 s); duration is not honoured")
+        if model.startswith("sony-ai/mmaudio"):
+            lo, hi = MMAUDIO_RANGE
+            seconds = min(hi, max(lo, duration))
+            note = None if seconds == duration else f"{model} clamps duration to {lo:g}-{hi:g} s ({seconds:g} s)"
+            return Length(seconds, True, note)
+        return Length(duration, True)
+    if type_name == "verbatik":
+        return Length(SONAUTO_V2_SECONDS, False, "Verbatik (Sonauto v2) picks the length (~95 s); it has no duration field")
+    if type_name == "sonauto":
+        if model == "v3":
+            return Length(180.0, False, "Sonauto v3 picks the length (2-4 min); it has no duration field")
+        return Length(SONAUTO_V2_SECONDS, False, "Sonauto v2 makes ~95 s songs; it has no duration field")
+    if type_name == "beatra":
+        return Length(None, False, f"{model} picks the length; beatra has no duration field (describe it in the prompt)")
+    return Length(duration, True)
+
+
+def uses_seed(type_name: str, model: str) -> bool:
+    """Whether the service takes a seed: a seed it cannot use does not change what it generates."""
+    return type_name in ("local", "verbatik") or (type_name == "sonauto" and model != "v3")
 
 
 def price_for(type_name: str, model: str) -> Mapping[str, float]:
@@ -79,6 +125,8 @@ def price_for(type_name: str, model: str) -> Mapping[str, float]:
 
 def estimate_track(price_override: Mapping[str, float] | None, type_name: str, model: str,
                    duration: float, options: Mapping[str, object]) -> float:
-    """Estimated USD for generating one track (before any request)."""
+    """Estimated USD for generating one track (before any request), for what the service will
+    really produce, not for a duration it ignores."""
     price = price_override or price_for(type_name, model)
-    return estimate_cost(price, duration, clip_count(type_name, model, options))
+    seconds = expected_length(type_name, model, duration).seconds
+    return estimate_cost(price, duration if seconds is None else seconds, clip_count(type_name, model, options))

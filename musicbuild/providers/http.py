@@ -7,9 +7,13 @@ Every request of a provider (creates, polls, downloads) goes through its ``Provi
   safe even for creates because a 429 was not processed;
 - 5xx and network errors on reads are retried with capped exponential backoff and full jitter;
 - a create is re-sent only when it provably never reached the service (connection refused) or when
-  the service honours an idempotency key; a create that may have arrived raises ``AmbiguousCreate``;
-- 401/402 become ``ProviderAuthError`` naming the environment variable (never the key), other 4xx
-  a ``ProviderError`` carrying the service's own message.
+  the service honours an idempotency key; a create that may have arrived (no answer, any 5xx) raises
+  ``AmbiguousCreate``; just before a create's bytes leave, the task's ``create_hook`` runs (the
+  executor journals ``sent`` there, so an intent found after a crash provably never left);
+- 401/402/403 become ``ProviderAuthError`` naming the environment variable (never the key), other
+  4xx a ``ProviderError`` carrying the service's own message and its HTTP status;
+- result files (CDN hosts) are fetched without the API key and their 403/404 are never taken for
+  an authentication failure.
 """
 from __future__ import annotations
 
@@ -18,20 +22,22 @@ import collections
 import contextvars
 import json
 import random
-from typing import Any, Mapping
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Mapping
 
 import httpx
 
 from ..clock import Clock
-from ..errors import ProviderAuthError, ProviderError
+from ..errors import AmbiguousCreate, ProviderAuthError, ProviderError
 
 # When this task's last request got its slot: what a poll observed is true as of then, however long
 # the rate limiter made the request wait before (polling learns latencies from it).
 last_sent: contextvars.ContextVar[float] = contextvars.ContextVar("last_sent", default=0.0)
 
-# Set once a create request of this task has left: from then on, giving up (Ctrl-C, a timeout)
-# cannot prove the service never saw it, so the journaled intent must stay.
-create_sent: contextvars.ContextVar[bool] = contextvars.ContextVar("create_sent", default=False)
+# Runs right before a create request of this task is sent (after its rate slot): the executor
+# journals the job as "sent" there. Until then, giving up proves the service never saw it.
+create_hook: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("create_hook", default=None)
 
 # Requests this task had to repeat (429, 5xx, network): a job that needed them is "flaky" in reports.
 retries: contextvars.ContextVar[int] = contextvars.ContextVar("retries", default=0)
@@ -41,10 +47,6 @@ WINDOW_MARGIN = 1.01  # clocks differ a little: keep clear of the service's wind
 READ_RETRIES = 6
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 30.0
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)  # a synchronous create may take minutes
-
-
-class AmbiguousCreate(ProviderError):
-    """A create request may have reached the service but no answer came back."""
 
 
 class RateLimiter:
@@ -114,11 +116,20 @@ def backoff(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt))
 
 
-def retry_after(response: httpx.Response, attempt: int) -> float:
-    value = response.headers.get("retry-after", "")
+def retry_after(response: httpx.Response, attempt: int, scale: float = 1.0) -> float:
+    """Seconds to wait: ``Retry-After`` as delta-seconds or as an HTTP date (RFC 9110), else a backoff.
+
+    A date is a wall-clock instant, so its distance from now is real time: divided by ``scale`` it
+    becomes the scheduler's (virtual) seconds."""
+    value = response.headers.get("retry-after", "").strip()
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) / scale
+    except (TypeError, ValueError, IndexError, OverflowError):
         return backoff(attempt) + 1.0
 
 
@@ -182,8 +193,13 @@ class ProviderHTTP:
             attempt += 1
             slot = await self.limiter.acquire()
             last_sent.set(self.clock.now())
-            if create:
-                create_sent.set(True)
+            hook = create_hook.get() if create else None
+            if hook is not None:
+                try:
+                    hook()  # journal "sent" (fsynced) before any byte leaves
+                except BaseException:
+                    self.limiter.release(slot)
+                    raise
             try:
                 try:
                     response = await self.client.request(method, self.url(path), headers=headers, **kwargs)
@@ -207,20 +223,20 @@ class ProviderHTTP:
             if status < 400 or status in ok:
                 return response
             if status == 429:
-                wait = retry_after(response, attempt)
+                wait = retry_after(response, attempt, self.clock.scale)
                 self.limiter.block(wait)
                 retries.set(retries.get() + 1)
                 continue
             if status in (401, 402, 403):
-                raise ProviderAuthError(self._auth_message(response))
+                raise ProviderAuthError(self._auth_message(response), status=status)
             if status >= 500 and (not create or idempotent) and attempt <= READ_RETRIES:
                 await self._again(attempt, "")
                 continue
             message = self.redact(f"{self.name} ({self.type_name}) answered {status}: {service_message(response)}")
-            if create and not idempotent and status >= 500 and status != 503:
-                # 500/502/504 may come after the job was started upstream (504 is a timeout)
+            if create and not idempotent and status >= 500:
+                # only a 4xx says nothing was created: a 5xx may come after the job started upstream
                 raise AmbiguousCreate(f"{message}; the job may have started and been charged, so it is not re-sent")
-            raise ProviderError(message, retryable=status >= 500)
+            raise ProviderError(message, retryable=status >= 500, status=status)
 
     async def _again(self, attempt: int, failure: str) -> None:
         """Back off before another try, or give up with ``failure`` once the retries are spent."""
@@ -229,7 +245,7 @@ class ProviderHTTP:
         retries.set(retries.get() + 1)
         await self.clock.sleep(backoff(attempt))
 
-    def _auth_message(self, response: httpx.Response) -> str:
+    def _auth_message(self, response: httpx.Response) -> str:  # noqa: D401
         what = {401: "rejected the API key", 402: "refused payment (no credit left)",
                 403: "refused access for the API key"}[response.status_code]
         where = f" in ${self.key_env}" if self.key_env else ""
@@ -238,7 +254,7 @@ class ProviderHTTP:
 
     async def get_json(self, path: str, **kwargs: Any) -> Any:
         response = await self.request("GET", path, **kwargs)
-        return _json(response, self.name)
+        return json_body(response, self.name)
 
     async def download(self, url: str, max_bytes: int, auth: bool = False) -> bytes:
         """Fetch a result file, stopping as soon as it exceeds ``max_bytes``.
@@ -253,15 +269,16 @@ class ProviderHTTP:
             try:
                 async with self.client.stream("GET", url, headers=headers) as response:
                     if response.status_code == 429:
-                        await self.clock.sleep(retry_after(response, attempt))
+                        await self.clock.sleep(retry_after(response, attempt, self.clock.scale))
                         continue
                     if response.status_code >= 500 and attempt <= READ_RETRIES:
                         await self._again(attempt, "")
                         continue
-                    if response.status_code >= 400:
+                    if response.status_code >= 400:  # a file host's 403/404: an expired or missing file
                         await response.aread()
-                        raise ProviderError(self.redact(f"{self.name}: download failed ({response.status_code}: "
-                                                        f"{service_message(response)})"), retryable=True)
+                        said = self.redact(service_message(response))
+                        raise ProviderError(f"{self.name}: download failed ({response.status_code}: {said})",
+                                            retryable=True, status=response.status_code, detail=said)
                     chunks, size = [], 0
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
@@ -274,7 +291,9 @@ class ProviderHTTP:
                 await self._again(attempt, f"{self.name}: download failed ({type(exc).__name__})")
 
 
-def _json(response: httpx.Response, name: str) -> Any:
+def json_body(response: httpx.Response, name: str) -> Any:
+    """The JSON of a 2xx answer; an unreadable one is a retryable error without an HTTP status
+    (for a create that means ambiguous: the service said yes to something we cannot read)."""
     try:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

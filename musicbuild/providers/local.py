@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+
 from ..model import Clip, Generation, TrackSpec
 from ..yamlsrc import Path_
-from .base import OnJob, Provider
+from .base import JobHandle, Provider
 from .catalog import LOCAL_MODEL
 
 SAMPLE_RATES = (22050, 32000, 44100, 48000)
@@ -13,6 +13,7 @@ SAMPLE_RATES = (22050, 32000, 44100, 48000)
 
 class LocalProvider(Provider):
     type = "local"
+    paid = False  # nothing to journal, budget or report
 
     def check_track(self, spec: TrackSpec) -> list[tuple[Path_, str]]:
         problems: list[tuple[Path_, str]] = []
@@ -23,12 +24,11 @@ class LocalProvider(Provider):
                 problems.append((("options", key), f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))}"))
         return problems
 
-    async def generate(self, spec: TrackSpec, gen_key: str, on_job: OnJob,
-                       on_remote_done: Callable[[float], None] = lambda cost: None) -> Generation:
+    async def generate(self, spec: TrackSpec, job: JobHandle) -> Generation:
         # CPU-bound numpy work: a thread keeps the event loop (and hosted jobs' polling) responsive.
         data = await asyncio.to_thread(render_flac, spec)
         return Generation(clips=(Clip(data, "flac"),), provider=self.name, model=LOCAL_MODEL,
-                          job_id=f"local-{gen_key[:16]}", cost_usd=0.0)
+                          job_id=f"local-{job.record.gen_key[:16]}", cost_usd=0.0)
 
 
 def render_flac(spec: TrackSpec) -> bytes:

@@ -5,8 +5,10 @@ Follows CONTRACTS.md section 2b: the model picks the path (``v2`` or ``v3``); v3
 one of prompt/tags/lyrics, never lyrics or tags without a prompt, no lyrics when instrumental. The
 status endpoint answers either ``{"status": ...}`` or a bare JSON string; ``SUCCESS`` and
 ``FAILURE`` are terminal; ``song_paths`` holds one URL per song. We ask for lossless FLAC unless
-``output_format`` says otherwise. Price: credits per song (100, 150 for two), at the Starter plan's
-$11 per 20k credits unless ``price`` overrides it.
+``output_format`` says otherwise. A create answer without ``task_id`` is an ambiguous create; a
+status we do not know is "still running"; a task the service answers 404 for is gone. Price:
+credits per song (100, 150 for two), at the Starter plan's $11 per 20k credits unless ``price``
+overrides it; a failed task is taken as not charged (undocumented).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from ..errors import ProviderError
 from ..model import TrackSpec
 from ..yamlsrc import Path_
 from .hosted import HostedProvider, JobStatus, Submitted
+from .http import json_body
 from .rules import BOOL, Rule, between, check_options, number, one_of
 
 V2_ONLY = ("balance_strength", "num_songs")
@@ -53,7 +56,7 @@ class SonautoProvider(HostedProvider):
         problems += check_options("Sonauto", spec.options, RULES)
         return problems
 
-    async def submit(self, spec: TrackSpec, gen_key: str) -> Submitted:
+    async def submit(self, spec: TrackSpec, key: str | None) -> Submitted:
         version = self._version(spec)
         body: dict[str, Any] = {"prompt": spec.prompt, "instrumental": spec.instrumental,
                                 "output_format": spec.options.get("output_format", "flac")}
@@ -67,11 +70,11 @@ class SonautoProvider(HostedProvider):
                 body["bpm"] = spec.bpm
         body.update({k: v for k, v in spec.options.items() if k != "output_format"})
         response = await self.http.request("POST", f"/v1/generations/{version}", create=True, json=body)
-        data = response.json()
+        data = json_body(response, self.name)
         task_id = data.get("task_id") if isinstance(data, dict) else None
-        if not task_id:
+        if not isinstance(task_id, str) or not task_id:
             raise ProviderError(f"{self.name}: the answer has no task_id: {str(data)[:200]}")
-        return Submitted(str(task_id), {"songs": spec.options.get("num_songs", 1) if version == "v2" else 1})
+        return Submitted(task_id, {"songs": spec.options.get("num_songs", 1) if version == "v2" else 1})
 
     async def poll(self, job: Mapping[str, Any]) -> JobStatus:
         data = await self.http.get_json(f"/v1/generations/status/{job['job_id']}")
@@ -80,9 +83,10 @@ class SonautoProvider(HostedProvider):
         if status not in ("SUCCESS", "FAILURE"):
             return JobStatus("pending")
         record = await self.http.get_json(f"/v1/generations/{job['job_id']}")
+        record = record if isinstance(record, dict) else {}
         if status == "FAILURE":
-            return JobStatus("failed", error=str(record.get("error_message") or "generation failed"), cost_usd=0.0)
+            return JobStatus("failed", error=str(record.get("error_message") or "generation failed"), charged_usd=0.0)
         paths = record.get("song_paths") or []
-        if not paths:
+        if not isinstance(paths, list) or not paths:
             raise ProviderError(f"{self.name}: task {job['job_id']} succeeded without song_paths", retryable=True)
         return JobStatus("done", [str(p) for p in paths])

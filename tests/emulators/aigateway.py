@@ -21,10 +21,13 @@ Routes
   expired [inf], 404 unless the job completed in that format, else real audio.
 - Every response echoes ``X-Request-Id`` [doc].
 
-Model table (``MODELS``; ``models=`` merges over it): price [seed]/[doc]; duration ranges and defaults [inf]:
-sonauto/v2/text-to-music $0.0013/s, 1..190 s, default 95 s (a ~1:35 Sonauto song, CONTRACTS 2b);
-sony-ai/mmaudio-v2-text-to-audio $0.0010/s, 1..30 s, default 8 s (fal's MMAudio v2 limits); any other
-slug $0.0013/s, 1..190 s, default 30 s. Cost is charged for completed jobs only [doc] (``cost_usd``).
+Model table (``MODELS``; ``models=`` merges over it): price [seed]/[doc]; ``duration`` is "honoured only where
+the model supports it (stable-audio, ace-step, mmaudio, elevenlabs). Clamped to the model's range" [oas][doc]:
+sonauto/v2/text-to-music $0.0013/s ignores it and makes ~95 s songs (a ~1:35 Sonauto song, CONTRACTS 2b; fal's
+sonauto v2 has no duration field); sony-ai/mmaudio-v2-text-to-audio $0.0010/s, clamped to 1..30 s, default 8 s
+(fal's MMAudio v2 limits); any other slug $0.0013/s, 1..190 s, default 30 s [inf]. A job is billed for the
+length it delivered (``audio_seconds`` overrides the length of every delivered file, and so of the bill), and
+for completed jobs only [doc] (``cost_usd``); ``result.duration`` reports that length.
 
 Errors: ``{"error": {"message", "type", "code": <HTTP status>, "param"}}`` [oas]. The ``type`` strings differ
 between pages [doc][seed]; ``error_types`` picks a column (or pass a mapping merged over "default"):
@@ -35,7 +38,9 @@ Retry-After [doc] (base limiter; the documented 2x-RPM 10 s burst allowance is n
 
 Switches (constructor keywords, kept as attributes tests may flip):
 - ``create_shape``: "model_page" ``{id,status,model,created}`` [seed] | "async_jobs" ``{id,status,object}``
-  [doc] | "sdk" ``{id,status,modality,model,created_at,updated_at,...}`` [sdk]. Polls use the same frame.
+  [doc] | "sdk" ``{id,status,modality,model,created_at,updated_at,...}`` [sdk] | "wrapped" (the model-page
+  snapshot under ``data``, as the webhook event nests its fields [doc]; not documented for create). Polls use
+  the same frame.
 - ``status_variant``: "docs" (``running``) | "sdk" (``processing``).
 - ``url_variant``: "result.url" (+ ``result.duration``) [seed] | "result.file_url" [doc] | "result_url" [sdk]
   | "all".
@@ -44,6 +49,8 @@ Switches (constructor keywords, kept as attributes tests may flip):
 - ``ignore_format``: the OAS has no ``format`` field: when True it is ignored and mp3 is always served.
 - ``cancel_running``: also cancel running jobs (the OAS implies only queued ones can be) [inf].
 - ``poll_interval``: minimum virtual seconds between answered polls of one job (0 disables 304s).
+- ``retention`` (base): a job polled more than that many virtual seconds after it was created is unknown (404):
+  the file is kept for 7 days [doc].
 """
 from __future__ import annotations
 
@@ -57,12 +64,12 @@ from .base import Emulator, Request, Response, public
 
 AUTO = "auto/music"
 AUTO_ROUTE = "sonauto/v2/text-to-music"
-# slug -> (USD per second, min duration, max duration, default duration)
-MODELS: dict[str, tuple[float, float, float, float]] = {
-    "sonauto/v2/text-to-music": (0.0013, 1.0, 190.0, 95.0),
-    "sony-ai/mmaudio-v2-text-to-audio": (0.0010, 1.0, 30.0, 8.0),
+# slug -> (USD per second, min duration, max duration, default duration[, honours duration])
+MODELS: dict[str, tuple] = {
+    "sonauto/v2/text-to-music": (0.0013, 95.0, 95.0, 95.0, False),
+    "sony-ai/mmaudio-v2-text-to-audio": (0.0010, 1.0, 30.0, 8.0, True),
 }
-OTHER_MODEL = (0.0013, 1.0, 190.0, 30.0)
+OTHER_MODEL = (0.0013, 1.0, 190.0, 30.0, True)
 FORMATS = ("mp3", "wav")
 
 _DEFAULT_TYPES: dict[int | str, str] = {
@@ -101,10 +108,10 @@ class AIgatewayEmulator(Emulator):
     def __init__(self, *, create_shape: str = "model_page", status_variant: str = "docs",
                  url_variant: str = "result.url", error_variant: str = "object",
                  error_types: str | Mapping[int | str, str] = "default", known_models: Iterable[str] | None = None,
-                 models: Mapping[str, tuple[float, float, float, float]] | None = None, ignore_format: bool = False,
+                 models: Mapping[str, tuple] | None = None, ignore_format: bool = False,
                  cancel_running: bool = False, poll_interval: float = 3.0, url_ttl: float = 86400.0,
                  **kwargs: Any) -> None:
-        assert create_shape in ("model_page", "async_jobs", "sdk"), create_shape
+        assert create_shape in ("model_page", "async_jobs", "sdk", "wrapped"), create_shape
         assert status_variant in ("docs", "sdk"), status_variant
         assert url_variant in ("result.url", "result.file_url", "result_url", "all"), url_variant
         assert error_variant in ("object", "string"), error_variant
@@ -165,7 +172,7 @@ class AIgatewayEmulator(Emulator):
         st = self.state(job)
         wire = "processing" if st == "running" and self.status_variant == "sdk" else st
         snap: dict[str, Any] = {"id": job.id, "status": wire}
-        if self.create_shape == "model_page":
+        if self.create_shape in ("model_page", "wrapped"):
             snap.update(model=job.resolved_model, created=int(self._unix0 + job.created))
         elif self.create_shape == "async_jobs":
             snap["object"] = "job"
@@ -189,7 +196,7 @@ class AIgatewayEmulator(Emulator):
             message = "Upstream provider failed to generate the track"
             snap["error"] = {"code": "provider_error", "message": message} if self.error_variant == "object" \
                 else message
-        return snap
+        return {"data": snap} if self.create_shape == "wrapped" else snap
 
     # -- handlers ----------------------------------------------------------------------------
     def create(self, req: Request) -> Response:
@@ -221,8 +228,10 @@ class AIgatewayEmulator(Emulator):
         if self.faults.payment_required:
             return self._error(402, "Insufficient credits: top up your wallet")
         resolved = AUTO_ROUTE if model == AUTO else model
-        _, lo, hi, default = self.models.get(resolved, OTHER_MODEL)
-        seconds = default if duration is None else min(hi, max(lo, float(duration)))
+        _, lo, hi, default, *rest = self.models.get(resolved, OTHER_MODEL)
+        honours = rest[0] if rest else True
+        seconds = default if duration is None or not honours else min(hi, max(lo, float(duration)))
+        seconds = self.audio_seconds or seconds  # what is delivered is what is billed
         with self.lock:
             job = Job(id="job_" + uuid.UUID(int=self.rng.getrandbits(128)).hex[:24], prompt=prompt, model=model,
                       resolved_model=resolved, duration=seconds, format=fmt, lyrics=body.get("lyrics"),
@@ -237,7 +246,7 @@ class AIgatewayEmulator(Emulator):
 
     def get_job(self, req: Request) -> Response:
         job = self._job(req)
-        if job is None:
+        if job is None or self.past_retention(job.created):
             return self._error(404, f"Job '{req.params['id']}' not found")
         with self.lock:
             now = self.now()

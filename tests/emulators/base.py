@@ -8,8 +8,12 @@ music API has and what our tests need to provoke:
   answers 429 + ``Retry-After``,
 - a virtual clock: ``time_scale`` real seconds per virtual second, so a 30-90 s job or a 60 s rate
   window runs in milliseconds (musicbuild reads the same factor from ``MUSICBUILD_TIME_SCALE``),
-- switchable faults (``faults``): 429 storms, 5xx bursts, dropped connections after a create, failed
-  or slow jobs, non-audio or oversized downloads, and a request log to count creates and check rates,
+- switchable faults (``faults``): 429 storms, 5xx bursts, dropped connections after a create, create
+  answers the client cannot read (the job exists), 401 or 402 on every request (polls included),
+  failed or slow jobs, non-audio or oversized downloads, and a request log to count creates and
+  check rates,
+- jobs forgotten after a retention period (``retention``: polls answer 404), and ``Retry-After``
+  as delta-seconds or as an HTTP date (``retry_after_format``, RFC 9110 allows both),
 - real audio bytes (numpy + soundfile / PyAV) of the requested format and length.
 """
 from __future__ import annotations
@@ -64,12 +68,15 @@ class Faults:
     server_errors: int = 0  # the next N requests get `server_error_status`
     server_error_status: int = 503
     drop_after_create: int = 0  # the next N creates take effect, then the connection is dropped
+    unreadable_creates: int = 0  # the next N creates take effect, then answer 2xx with a body no client can read
+    unreadable_body: bytes = b"<html><body>Accepted</body></html>"
     fail_jobs: float = 0.0  # probability a job ends failed
     slow_factor: float = 1.0  # multiplies job latency
     non_audio_downloads: bool = False
     oversized_downloads: int = 0  # bytes of junk to send instead of audio (0 = off)
     auth_error: bool = False  # every request 401
     payment_required: bool = False  # creates get 402
+    payment_required_all: bool = False  # every API request (polls too) gets 402
 
 
 @dataclass
@@ -87,7 +94,11 @@ class Emulator:
 
     def __init__(self, *, api_key: str = "test-key", rpm: float | None = None, time_scale: float = 1.0,
                  latency: float | tuple[float, float] = (30.0, 90.0), seed: int = 0,
-                 url_ttl: float = 3600.0, audio_seconds: float | None = None) -> None:
+                 url_ttl: float = 3600.0, audio_seconds: float | None = None, retention: float | None = None,
+                 retry_after_format: str = "seconds") -> None:
+        assert retry_after_format in ("seconds", "http-date"), retry_after_format
+        self.retention = retention  # virtual seconds a job stays known after its creation (None: forever)
+        self.retry_after_format = retry_after_format
         self.api_key = api_key
         self.rpm = rpm
         self.time_scale = time_scale
@@ -103,6 +114,7 @@ class Emulator:
         self._routes: list[tuple[str, re.Pattern[str], Callable[[Request], Response]]] = []
         self._t0 = time.monotonic()
         self._server: ThreadingHTTPServer | None = None
+        self._create_seen = threading.local()
         self.routes()
 
     # -- to override -------------------------------------------------------------------------
@@ -179,12 +191,19 @@ class Emulator:
         body = h.rfile.read(length) if length else b""
         req = Request(h.command, parts.path, parse_qs(parts.query), {k.lower(): v for k, v in h.headers.items()}, body)
         arrived = self.now()  # log arrival, as the rate limit sees it, not when a slow answer was ready
+        self._create_seen.value = False
         try:
             resp = self._respond(req)
         except DropConnection:
             self._record(arrived, req, 0)
             h.close_connection = True
             return
+        if self._create_seen.value and resp.status < 300:
+            with self.lock:
+                garble = self.faults.unreadable_creates > 0
+                self.faults.unreadable_creates -= garble
+            if garble:  # the job was created; its answer is unreadable
+                resp = Response(resp.status, self.faults.unreadable_body, dict(resp.headers), "text/html")
         self._record(arrived, req, resp.status)
         self._send(h, resp)
 
@@ -222,6 +241,8 @@ class Emulator:
             denied = self._check_auth(req)
             if denied is not None:
                 return denied
+            if self.faults.payment_required_all:
+                return Response(402, self.error_body(402, "Insufficient balance", "insufficient_balance"))
         return handler(req)
 
     def _check_auth(self, req: Request) -> Response | None:
@@ -240,7 +261,14 @@ class Emulator:
         return None
 
     def _too_many(self, wait: float) -> Response:
-        headers = {"Retry-After": str(max(1, math.ceil(wait)))} if self.retry_after_header else {}
+        seconds = max(1, math.ceil(wait))
+        if self.retry_after_format == "http-date":  # a wall-clock instant: real seconds from now
+            from email.utils import formatdate
+
+            value = formatdate(time.time() + seconds * self.time_scale + 1, usegmt=True)
+        else:
+            value = str(seconds)
+        headers = {"Retry-After": value} if self.retry_after_header else {}
         return Response(429, self.error_body(429, "Rate limit exceeded", "rate_limited"), headers)
 
     def _send(self, h: BaseHTTPRequestHandler, resp: Response) -> None:
@@ -263,7 +291,12 @@ class Emulator:
             h.wfile.write(data)
 
     # -- helpers for subclasses --------------------------------------------------------------
+    def past_retention(self, created: float) -> bool:
+        """A job created at ``created`` (virtual seconds) that the service no longer knows."""
+        return self.retention is not None and self.now() - created > self.retention
+
     def count_create(self) -> None:
+        self._create_seen.value = True
         with self.lock:
             self.creates += 1
             if self.faults.drop_after_create > 0:

@@ -17,7 +17,10 @@ Where each behaviour comes from (``/work/shared/providers/``; tags as in CONTRAC
   terminal) | "running" (skill: 409 and the task keeps running); ``retry_after_header`` ("if present");
   ``minimal_create`` (202 body = full envelope per API reference, or just ``{task_id,...}``);
   ``skill_fields`` (``billing.net_charged_credits`` + ``deadline_at`` from newer skills);
-  ``unknown_artifact_status`` 404 | 422; ``replay_status`` 200 | 202.
+  ``unknown_artifact_status`` 404 | 422; ``replay_status`` 200 | 202; ``extra_statuses`` (the API is
+  "Preview: fields may still change": states beyond the documented five, e.g. ``("preparing",
+  "post_processing")``, shown in turn while the task runs, before its terminal state); ``retention``
+  (base: how long a task stays known, unknown in the docs; 404 ``not_found`` after).
 - [inf], undocumented: ``model`` omitted = ``auto``, which resolves by the options namespace sent, else
   to ``auto_model``; bad JSON is ``invalid_request``; uploads answer 200;
   code names ``idempotency_conflict``, ``not_found``, ``task_not_cancelable``, ``generation_failed``,
@@ -66,11 +69,13 @@ class BeatraEmulator(Emulator):
     def __init__(self, *, validation_status: int = 422, cancel_conflict: str | None = None,
                  retry_after_header: bool = True, minimal_create: bool = False, skill_fields: bool = False,
                  unknown_artifact_status: int = 404, replay_status: int = 200, auto_model: str = "suno-5.5",
+                 extra_statuses: tuple[str, ...] = (),
                  song_seconds: float = 150.0, max_upload_bytes: int = 100 * 1024 * 1024, **kwargs: Any) -> None:
         self.validation_status, self.cancel_conflict = validation_status, cancel_conflict
         self.retry_after_header, self.minimal_create, self.skill_fields = retry_after_header, minimal_create, skill_fields
         self.unknown_artifact_status, self.replay_status, self.auto_model = unknown_artifact_status, replay_status, auto_model
         self.song_seconds, self.max_upload_bytes = song_seconds, max_upload_bytes
+        self.extra_statuses = tuple(extra_statuses)
         self.tasks: dict[str, dict[str, Any]] = {}  # insertion order = creation order
         self.artifacts: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, tuple[str, str, float]] = {}  # key -> (fingerprint, task_id, at)
@@ -251,7 +256,10 @@ class BeatraEmulator(Emulator):
             return "canceled"
         if now >= t["end"]:
             return "failed" if t["fail"] else "succeeded"
-        return "running" if now >= t["start"] else "queued"
+        if now < t["start"]:
+            return "queued"
+        steps = ("running", *self.extra_statuses)
+        return steps[min(len(steps) - 1, int((now - t["start"]) / max(1e-9, t["end"] - t["start"]) * len(steps)))]
 
     def envelope(self, t: dict[str, Any]) -> dict[str, Any]:
         now, inp, tid = self.now(), t["input"], t["task_id"]
@@ -292,7 +300,7 @@ class BeatraEmulator(Emulator):
         return env
 
     def _task(self, req: Request) -> dict[str, Any]:
-        if req.params["id"] not in self.tasks:
+        if req.params["id"] not in self.tasks or self.past_retention(self.tasks[req.params["id"]]["created"]):
             raise ApiError(404, "not_found", f"task {req.params['id']} not found")
         return self.tasks[req.params["id"]]
 

@@ -207,6 +207,8 @@ class SonautoEmulator(Emulator):
 
     def _task(self, req: Request) -> Task | None:
         task = self.tasks.get(req.params["id"])
+        if task is not None and self.past_retention(task.created):
+            return None  # forgotten after the (undocumented) retention: 404
         if task is not None:
             with self.lock:
                 task.polls += 1

@@ -23,6 +23,12 @@ Where each behaviour comes from (``/work/shared/providers/``; tags as in CONTRAC
   ``{"error":"Insufficient balance","required":N,"available":N}`` (cents), 429
   ``{"error":"Too Many Requests","message":"Rate limit exceeded"}`` + ``Retry-After`` (agent skill),
   500 ``{"error":"Internal server error"}``. Other 400s use ``{"error", "message"}`` [inf].
+- Unknowns made switches (CONTRACTS 2 "Unknowns"): ``partial_failure`` (with ``num_songs: 2`` the second
+  song fails while the first is delivered; only the delivered song is billed [inf]: "whether a failed
+  track is refunded" and "whether billing is per track" are unknown); ``null_urls`` "ready" (a ready
+  song's ``audio_url`` is null unless ``store_audio`` was sent: "what audio_url holds when
+  store_audio=false" is unknown) | "pending" (pending songs carry no URL yet); pending songs that
+  later fail answer 404 "Track generation failed" on their URL forever.
 - ``X-RateLimit-Limit/-Remaining/-Reset`` on every response [doc]. The limit is ``rpm`` per 60
   virtual seconds (600 when ``rpm`` is unset: "100 requests per 10-second window"); ``Reset`` is a
   Unix time on the emulator's VIRTUAL clock (``unix0 + now()``), equal to wall time at scale 1.
@@ -57,8 +63,11 @@ class VerbatikEmulator(Emulator):
     name = "verbatik"
 
     def __init__(self, *, respond_pending: bool = False, song_seconds: float = 95.0,
-                 bad_content_type_status: int = 415, **kwargs: Any) -> None:
+                 bad_content_type_status: int = 415, partial_failure: bool = False, null_urls: str | None = None,
+                 **kwargs: Any) -> None:
+        assert null_urls in (None, "ready", "pending"), null_urls
         self.respond_pending = respond_pending
+        self.partial_failure, self.null_urls = partial_failure, null_urls
         self.song_seconds = song_seconds
         self.bad_content_type_status = bad_content_type_status
         self.cost_usd = 0.0
@@ -148,7 +157,7 @@ class VerbatikEmulator(Emulator):
             return problem
         n, fmt = int(body.get("num_songs", 1)), body.get("output_format") or "wav"
         seconds = self.audio_seconds or self.song_seconds
-        cost = USD_PER_MINUTE * seconds / 60.0 * n
+        cost = USD_PER_MINUTE * seconds / 60.0 * n  # what the balance must cover
         if self.faults.payment_required:
             return Response(402, {"error": "Insufficient balance", "required": math.ceil(cost * 100), "available": 0})
         latency, failed = self.draw_latency(), self.draw_failure()
@@ -161,14 +170,14 @@ class VerbatikEmulator(Emulator):
                 path = f"/storage/music/{tid}.{fmt}"
                 url = f"{self.url}{path}" if body.get("store_audio") else f"{self.url}{path}?exp={ready_at + self.url_ttl:.3f}"
                 name = body.get("name") or "Untitled"
+                song_failed = failed or (self.partial_failure and n > 1 and i == n - 1)
                 track = {"id": tid, "name": name if n == 1 else f"{name} ({i + 1})", "fmt": fmt, "seconds": seconds,
-                         "seed": seed, "tags": list(body.get("tags") or []), "ready_at": ready_at, "failed": failed,
-                         "store": bool(body.get("store_audio")), "url": url}
+                         "seed": seed, "tags": list(body.get("tags") or []), "ready_at": ready_at,
+                         "failed": song_failed, "store": bool(body.get("store_audio")), "url": url}
                 self.tracks[tid] = track
                 tracks.append(track)
             self.bodies.append(body)
-            if not failed:
-                self.cost_usd += cost
+            self.cost_usd += USD_PER_MINUTE * seconds / 60.0 * sum(1 for t in tracks if not t["failed"])
         self.count_create()  # a dropped connection still leaves the work done and billed
         if not self.respond_pending:
             self.sleep(latency)
@@ -176,8 +185,9 @@ class VerbatikEmulator(Emulator):
 
     def track_json(self, t: dict[str, Any]) -> dict[str, Any]:
         status = "pending" if self.respond_pending else ("failed" if t["failed"] else "ready")
+        no_url = status == "failed" or (self.null_urls == status and not (status == "ready" and t["store"]))
         out = {"id": t["id"], "name": t["name"], "status": status,
-               "audio_url": None if status == "failed" else t["url"], "seed": t["seed"], "tags": t["tags"],
+               "audio_url": None if no_url else t["url"], "seed": t["seed"], "tags": t["tags"],
                "duration": t["seconds"], "output_format": t["fmt"]}
         if status == "failed":
             out["error"] = "Generation failed: the model could not render this track"
