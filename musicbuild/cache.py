@@ -30,17 +30,35 @@ from .journal import Journal, JobRecord
 
 class Cache:
     def __init__(self, directory: Path) -> None:
-        import diskcache
-
         self.dir = directory
         self.blob_dir = directory / "blobs"
+        self.warnings: list[str] = []
         try:
             self.blob_dir.mkdir(parents=True, exist_ok=True)
-            self.index = diskcache.Cache(str(directory / "index"), disk=diskcache.JSONDisk,
-                                         eviction_policy="none", size_limit=2**62)
+            self.index = self._open_index()
         except (OSError, Exception) as exc:  # sqlite3.OperationalError and friends
             raise CacheError(f"cannot open the cache at {directory}: {exc}") from None
         self._journal: Journal | None = None
+
+    def _open_index(self) -> Any:
+        """The diskcache index; a damaged one is set aside and started anew: it is rebuilt from what
+        outlives it (the journal names every paid generation's blobs, the lock every output's hash)."""
+        import sqlite3
+
+        import diskcache
+
+        folder = self.dir / "index"
+        try:
+            index = diskcache.Cache(str(folder), disk=diskcache.JSONDisk, eviction_policy="none", size_limit=2**62)
+            index.get("probe")  # a damaged file fails on the first read
+            return index
+        except sqlite3.DatabaseError as exc:
+            aside = folder.with_name(f"index.damaged-{int(time.time())}")
+            folder.rename(aside)
+            self.warnings.append(f"the cache index was damaged ({exc}); it was moved to {aside.name} and started "
+                                 "anew: paid generations are found again through the job journal, outputs "
+                                 "through musicbuild.lock")
+            return diskcache.Cache(str(folder), disk=diskcache.JSONDisk, eviction_policy="none", size_limit=2**62)
 
     @property
     def journal(self) -> Journal:

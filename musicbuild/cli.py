@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collect the shared cache instead (the configured one, or URL)")
     cmd("schema", "print the manifest JSON Schema", targets=False)
     cmd("verify", "check built outputs against musicbuild.lock (exit 1 naming any that differ)", targets=False)
-    r = cmd("report", "render the last build's results again", targets=False)
+    r = cmd("report", "the last build's results: its spend per provider, or --junit/--html", targets=False)
+    r.add_argument("--journal", action="store_true",
+                   help="spend of every paid job this cache's journal holds, per provider (to reconcile an invoice)")
+    r.add_argument("--json", action="store_true", help="print the spend table as JSON")
     r.add_argument("--junit", type=Path, metavar="FILE", help="write them as JUnit XML")
     r.add_argument("--html", type=Path, metavar="FILE",
                    help="write a static review page (players, waveforms, label filter); audio is linked relative to it")
@@ -240,7 +243,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for r in rows:
         reasons = ",".join(r["reasons"])
         cost = ("free" if not r["cost_usd"] else f"${r['cost_usd']:.4f}") if r["action"] in ("generate", "resume") else "-"
-        print(f"{r['id']:<{width}}  {r['action']:<11} {reasons:<28} {r['provider']:<10} {cost}")
+        note = ""
+        if r.get("job"):
+            note += f"  [{r['job']['state']} job {r['job'].get('job_id') or '(no id)'}]"
+        if r.get("length") and r["action"] in ("generate", "resume"):
+            note += f"  ({r['length']})"
+        print(f"{r['id']:<{width}}  {r['action']:<11} {reasons:<28} {r['provider']:<10} {cost}{note}")
         if r["action"] == "generate":
             by_provider[r["provider"]] = by_provider.get(r["provider"], 0.0) + r["cost_usd"]
     counts: dict[str, int] = {}
@@ -360,22 +368,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if entries is None:
         raise UsageError(f"no {lock_path(manifest.path).name} beside {args.file}", "run `musicbuild build` first")
     problems = verify(manifest.output_dir, entries)
+    total = sum(len(e.outputs) for e in entries.values())
+    matched = total - len(problems)
+    for track in (t for t in manifest.tracks if t.id not in entries):  # the lock must cover the manifest
+        problems.append(f"{track.id}: not in {lock_path(manifest.path).name} "
+                        "(never built, or its build was interrupted or failed)")
+        total += len(track.outputs)
     for line in problems:
         print(line, file=sys.stderr)
-    total = sum(len(e.outputs) for e in entries.values())
-    _say(args, f"{total - len(problems)} of {total} outputs match {lock_path(manifest.path).name}")
+    _say(args, f"{matched} of {total} outputs match {lock_path(manifest.path).name}")
     return EXIT_FAILED if problems else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if not args.junit and not args.html:
-        raise UsageError("report needs --junit FILE and/or --html FILE")
     manifest = _load(args)
+    if args.journal:
+        from .journal import Journal, spend_by_provider
+
+        table = spend_by_provider(Journal(manifest.cache_dir).records())
+        return _print_spend(args, table, "every paid job in the journal")
     path = manifest.cache_dir / LAST_REPORT
     try:
         doc = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first") from None
+    if not args.junit and not args.html:
+        return _print_spend(args, doc.get("spend") or {}, f"the build of {doc.get('finished_at') or '?'}",
+                            doc.get("collected") or [])
     if args.junit:
         from .junit import write_junit
 
@@ -385,6 +404,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         write_review(args.html, doc, manifest)
         _say(args, f"review page: {args.html}")
+    return EXIT_OK
+
+
+def _print_spend(args: argparse.Namespace, table: dict[str, dict[str, float]], what: str,
+                 collected: list[dict[str, Any]] | None = None) -> int:
+    """The spend table: estimate, charged, refunded, outstanding and net USD per provider."""
+    if args.json:
+        print(json.dumps({"spend": table, "collected": collected or []}, indent=2))
+        return EXIT_OK
+    cols = ("estimated_usd", "charged_usd", "refunded_usd", "outstanding_usd", "cost_usd")
+    heads = ("estimate", "charged", "refunded", "outstanding", "net")
+    print(f"spend of {what} (USD)")
+    print(f"{'provider':<14}" + "".join(f"{h:>12}" for h in heads))
+    totals = dict.fromkeys(cols, 0.0)
+    for name, row in sorted(table.items()):
+        print(f"{name:<14}" + "".join(f"{row.get(c, 0.0):>12.4f}" if c in row else f"{'-':>12}" for c in cols))
+        for c in cols:
+            totals[c] += row.get(c, 0.0)
+    print(f"{'total':<14}" + "".join(f"{totals[c]:>12.4f}" for c in cols))
+    for job in collected or []:
+        print(f"collected earlier paid job {job.get('job_id')} ({job.get('provider')}, was track {job.get('track')}): "
+              f"{job.get('status')}, ${job.get('cost_usd', 0.0):.4f}")
+    print("charged: what the services billed (their figure, else the delivered length at their price); "
+          "outstanding: submitted jobs whose charge is not known yet, at their estimate")
     return EXIT_OK
 
 

@@ -121,6 +121,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     lockfile = lock.lock_path(manifest.path)
     old_lock = lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
+        summary.warnings += cache.warnings
         planned = make_plan(manifest, specs, cache, options.force, old_lock or {})
         if options.locked or (options.frozen and old_lock is not None):
             _check_lock(planned, old_lock, manifest, whole=not options.targets)
@@ -140,8 +141,6 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         for pt in planned:
             if pt.spec.id in preset:
                 reporter.track_finished(pt, preset[pt.spec.id])
-        if paid:
-            cache.journal  # a damaged journal stops the build here, before anything is paid (JournalError)
         executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going,
                                                           max_cost=options.max_cost, force=options.force,
                                                           collect_orphans=not options.frozen), reporter)

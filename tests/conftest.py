@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from dataclasses import dataclass
@@ -79,6 +80,26 @@ def example(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pyt
         return Project(dest, capsys)
 
     return copy
+
+
+KEY_VARS = ("AIGATEWAY_API_KEY", "VERBATIK_API_KEY", "SONAUTO_API_KEY", "BEATRA_API_KEY")
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a build: time scale and every provider's key (also for subprocesses)."""
+    monkeypatch.setenv("MUSICBUILD_TIME_SCALE", str(hosted_scale()))
+    monkeypatch.setenv("CI", "1")  # plain progress lines, never the live display
+    for var in KEY_VARS:
+        monkeypatch.setenv(var, "test-key")
+    return dict(os.environ)
+
+
+
+def hosted_scale() -> float:
+    from .hosted_support import SCALE
+
+    return SCALE
 
 
 def actions(report: dict) -> dict[str, str]:

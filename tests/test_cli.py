@@ -102,6 +102,32 @@ def test_ctrl_c_exits_130_leaves_no_partial_files_and_next_build_resumes(project
     assert report["summary"]["failed"] == 0 and len(list((project.root / "build").glob("*.flac"))) == 24
 
 
+def test_an_interrupted_build_counts_and_locks_what_it_finished(project: Project) -> None:
+    _many(project, 16)
+    report = project.root / "interrupted.json"
+    proc = subprocess.Popen(MUSICBUILD + ["build", "-j", "2", "--report", str(report)], cwd=project.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list((project.root / "build").glob("*.flac"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    written = {p.name[:-5] for p in (project.root / "build").glob("*.flac")}
+    doc = json.loads(report.read_text())
+    ok = {t["id"] for t in doc["tracks"] if t["status"] == "ok"}
+    assert ok == written and 2 <= len(ok) < 16, (ok, written)  # every file written is counted, none more
+    assert doc["summary"]["skipped"] == 16 - len(ok) and doc["interrupted"] is True
+    lock = json.loads((project.root / "musicbuild.lock").read_text())["tracks"]
+    assert set(lock) == written  # finished tracks are locked
+    verify = subprocess.run(MUSICBUILD + ["verify"], cwd=project.root, capture_output=True, text=True)
+    assert verify.returncode == 1  # the lock does not cover the manifest
+    missing = sorted({f"t{i:02d}" for i in range(16)} - written)
+    assert all(f"{track}: not in musicbuild.lock" in verify.stderr for track in missing), verify.stderr
+    project.build()
+    assert project.run("verify").code == 0
+
+
 def test_plain_progress_lines_in_ci_and_quiet(project: Project) -> None:
     _many(project, 3)
     env = {**os.environ, "CI": "true"}

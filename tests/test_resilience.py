@@ -16,95 +16,21 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import pytest
 import soundfile as sf
 
 from musicbuild.audio.tagging import read_tags
 
-from .conftest import Project, Run, actions
+from .conftest import KEY_VARS, Project, Run, actions
+from .hosted_support import (FAST, SCALE, blobs, build, one_track, outs, prompts, provider, rows, stray_temp_files,
+                             wait_until, write_manifest)
 from .emulators.aigateway import AIgatewayEmulator
 from .emulators.base import DropConnection, Emulator, Response
 from .emulators.beatra import BeatraEmulator
 from .emulators.sonauto import SonautoEmulator
 from .emulators.verbatik import VerbatikEmulator
-
-SCALE = 0.003  # real seconds per virtual second
-KEY_VARS = ("AIGATEWAY_API_KEY", "VERBATIK_API_KEY", "SONAUTO_API_KEY", "BEATRA_API_KEY")
-FAST = {"requests_per_minute": 100000, "max_concurrent": 16}  # limits out of the way
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment of a build: time scale and every provider's key (also for subprocesses)."""
-    monkeypatch.setenv("MUSICBUILD_TIME_SCALE", str(SCALE))
-    monkeypatch.setenv("CI", "1")  # plain progress lines, never the live display
-    for var in KEY_VARS:
-        monkeypatch.setenv(var, "test-key")
-    return dict(os.environ)
-
-
-def provider(type_: str, emu: Emulator, **cfg: Any) -> dict[str, Any]:
-    return {"type": type_, "base_url": emu.url, **cfg}
-
-
-def write_manifest(project: Project, providers: dict[str, dict[str, Any]], tracks: list[dict[str, Any]],
-                   **defaults: Any) -> None:
-    doc = {"version": 1, "defaults": {"format": "wav", "duration": 4, **defaults}, "providers": providers,
-           "tracks": tracks}
-    project.write(json.dumps(doc, indent=1))
-
-
-def one_track(project: Project, gw: AIgatewayEmulator) -> None:
-    write_manifest(project, {"gw": provider("aigateway", gw, **FAST)}, [{"id": "a", "provider": "gw", "prompt": "a"}])
-
-
-def build(project: Project, *args: str) -> tuple[Run, dict[str, Any]]:
-    """``musicbuild build --report`` in process: the run (exit code, stdout, stderr) and the report."""
-    report = project.root / "report.json"
-    report.unlink(missing_ok=True)
-    result = project.run("build", "--report", str(report), *args)
-    return result, (json.loads(report.read_text()) if report.exists() else {})
-
-
-def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {t["id"]: t for t in report["tracks"]}
-
-
-def outs(row: dict[str, Any]) -> list[str]:
-    return row["out"] if isinstance(row["out"], list) else [row["out"]]
-
-
-def blobs(project: Project) -> list[Path]:
-    return [p for p in (project.root / ".musicbuild" / "blobs").rglob("*") if p.is_file()]
-
-
-def stray_temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith("."))]
-
-
-def prompts(emu: Emulator) -> list[str]:
-    """The prompt of every job the service accepted, in order (without the appended style line)."""
-    if isinstance(emu, AIgatewayEmulator):
-        sent = [j.body["prompt"] for j in list(emu.jobs.values())]
-    elif isinstance(emu, BeatraEmulator):
-        sent = [t["input"]["prompt"] for t in list(emu.tasks.values())]
-    elif isinstance(emu, SonautoEmulator):
-        sent = [t.body["prompt"] for t in list(emu.tasks.values())]
-    else:
-        assert isinstance(emu, VerbatikEmulator)
-        sent = [b["prompt"] for b in list(emu.bodies)]
-    return [p.split("\nStyle: ")[0] for p in sent]
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
 
 # -- 1. a big build across every service ---------------------------------------------------------
 def test_forty_tracks_across_all_four_services_then_a_free_rebuild(project: Project, env: dict[str, str]) -> None:

@@ -205,7 +205,10 @@ class Emulator:
             if garble:  # the job was created; its answer is unreadable
                 resp = Response(resp.status, self.faults.unreadable_body, dict(resp.headers), "text/html")
         self._record(arrived, req, resp.status)
-        self._send(h, resp)
+        try:
+            self._send(h, resp)
+        except (BrokenPipeError, ConnectionResetError):  # the client is gone (killed mid-request)
+            h.close_connection = True
 
     def _record(self, arrived: float, req: Request, status: int) -> None:
         with self.lock:
@@ -336,6 +339,12 @@ class _Server(ThreadingHTTPServer):
     # at once; the kernel then retries a second later, which looks like a slow or hung service
     request_queue_size = 512
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client killed mid-request is no error
+            super().handle_error(request, client_address)
 
 
 _AUDIO_CACHE: dict[tuple[str, float, int], bytes] = {}
