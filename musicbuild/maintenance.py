@@ -84,8 +84,8 @@ def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: flo
 
     ``keep``: what protects a generation: ``manifest`` (a track of this manifest uses it), ``lock``
     (musicbuild.lock records it); none protects nothing. ``older_than_days``: only generations
-    created that long ago go. Pending jobs in the journal are always kept: they were paid for and
-    a later build resumes them. Only the local cache is touched (``gc_remote`` is the remote's).
+    created that long ago go. The job journal is never touched: live jobs were paid for and a later
+    build resumes them. Only the local cache is touched (``gc_remote`` is the remote's).
     """
     wanted = kept_generations(manifest, keep)
     cutoff = None if older_than_days is None else (now or time.time()) - older_than_days * 86400
@@ -94,8 +94,8 @@ def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: flo
         keep_blobs: set[str] = set()
         for gen_key, rec in list(cache.iter_generations()):
             young = cutoff is not None and rec.get("created_at", 0) > cutoff
-            if gen_key in wanted or young:
-                keep_blobs.update(c["sha256"] for c in rec["clips"])
+            if gen_key in wanted or young:  # with the paid takes a --force kept beside it
+                keep_blobs.update(c["sha256"] for take in [rec, *rec.get("earlier", [])] for c in take["clips"])
             else:
                 result.generations.append(gen_key)
                 if not dry_run:
@@ -106,7 +106,7 @@ def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: flo
                 result.bytes_freed += size
                 if not dry_run:
                     cache.remove_blob(sha)
-        result.kept_jobs = sum(1 for k in cache.index.iterkeys() if isinstance(k, str) and k.startswith("job:"))
+        result.kept_jobs = sum(1 for r in cache.journal.records() if r.live)
     return result
 
 
