@@ -268,7 +268,7 @@ class Emulator:
         if self.retry_after_format == "http-date":  # a wall-clock instant: real seconds from now
             from email.utils import formatdate
 
-            value = formatdate(time.time() + seconds * self.time_scale + 1, usegmt=True)
+            value = formatdate(math.ceil(time.time() + seconds * self.time_scale) + 1, usegmt=True)
         else:
             value = str(seconds)
         headers = {"Retry-After": value} if self.retry_after_header else {}
