@@ -122,6 +122,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     old_lock = lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
         summary.warnings += cache.warnings
+        _adopt_legacy_generations(specs, cache)
         planned = make_plan(manifest, specs, cache, options.force, old_lock or {})
         if options.locked or (options.frozen and old_lock is not None):
             _check_lock(planned, old_lock, manifest, whole=not options.targets)
@@ -242,6 +243,21 @@ def _outcome(pt: PlannedTrack, status: str, error: str) -> Outcome:
     return Outcome(id=pt.spec.id, out=[o.output.rel for o in pt.outputs], action=pt.action, reasons=pt.reasons,
                    status=status, gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model,
                    error=error)
+
+
+def _adopt_legacy_generations(specs: Iterable[TrackSpec], cache: Cache) -> None:
+    """Generations cached under musicbuild 0.1's keys (a derived seed in the key of a service that
+    takes no seed) serve the same spec under today's key: adopted, never paid again."""
+    from .keys import generation_key, legacy_generation_key
+
+    for spec in specs:
+        old = legacy_generation_key(spec)
+        if old is None:
+            continue
+        new = generation_key(spec)
+        record = cache.generation_record(old)
+        if record is not None and cache.generation_record(new) is None and cache.get_generation(old) is not None:
+            cache.index.set("gen:" + new, {**record, "adopted_from": old})
 
 
 def _unfinished(pt: PlannedTrack, cache: Cache, locked: Mapping[str, lock.LockEntry]) -> Outcome:

@@ -64,6 +64,19 @@ def generation_key(spec: TrackSpec) -> str:
     """SHA-256 of what changes the generated audio. A seed the service cannot use changes nothing,
     so the one derived from the track id stays out (two tracks with one spec share one paid job);
     a seed the manifest wrote is a deliberate variation and stays in."""
+    return sha256_hex(canonical(_generation_doc(spec, keep_seed=spec.seed_given or uses_seed(spec.provider.type,
+                                                                                               spec.model))))
+
+
+def legacy_generation_key(spec: TrackSpec) -> str | None:
+    """The key musicbuild 0.1 gave a track whose derived seed is now left out (None if unchanged):
+    its paid generation is adopted under the new key instead of being paid again."""
+    if spec.seed_given or uses_seed(spec.provider.type, spec.model):
+        return None
+    return sha256_hex(canonical(_generation_doc(spec, keep_seed=True)))
+
+
+def _generation_doc(spec: TrackSpec, keep_seed: bool) -> dict[str, Any]:
     doc = {
         "v": GEN_KEY_VERSION,
         "provider": spec.provider.type,
@@ -78,9 +91,9 @@ def generation_key(spec: TrackSpec) -> str:
         "options": dict(spec.options),
         "reference_audio": input_sha256(spec.reference_audio) if spec.reference_audio else None,
     }
-    if not spec.seed_given and not uses_seed(spec.provider.type, spec.model):
+    if not keep_seed:
         del doc["seed"]
-    return sha256_hex(canonical(doc))
+    return doc
 
 
 def tag_fields(spec: TrackSpec) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from .cache import file_sha256
-from .keys import generation_key, output_key
+from .keys import generation_key, legacy_generation_key, output_key
 from .model import Action, PlannedOutput, PlannedTrack, Reason, TrackSpec
 from .providers.catalog import expected_length
 
@@ -106,7 +106,11 @@ def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
                             job_info, note)
     if not reasons:
         return PlannedTrack(spec, gen_key, tuple(outputs), Action.UP_TO_DATE, (), 0.0)
-    if cache.get_generation(gen_key) is not None:
+    cached = cache.get_generation(gen_key) is not None
+    if not cached:  # cached under musicbuild 0.1's key: `build` adopts it
+        legacy = legacy_generation_key(spec)
+        cached = legacy is not None and cache.get_generation(legacy) is not None
+    if cached:
         return PlannedTrack(spec, gen_key, tuple(outputs), Action.MATERIALIZE, reasons, 0.0)
     if job is not None:
         return PlannedTrack(spec, gen_key, tuple(outputs), Action.RESUME, reasons, 0.0, job_info, note)

@@ -482,3 +482,28 @@ def test_a_fault_injection_soak_pays_once_and_reports_every_cent(tmp_path: Path)
     # every track ends built or, when its create's answer was lost, asking for --force (never re-sent)
     assert result["ok_tracks"] + result["tracks_needing_force"] == 120, result
     assert result["tracks_needing_force"] >= result["ambiguous_jobs"]
+
+
+def test_a_generation_cached_under_the_0_1_key_is_adopted_not_paid_again(project: Project,
+                                                                         env: dict[str, str]) -> None:
+    import shutil
+
+    from musicbuild.cache import Cache
+    from musicbuild.keys import legacy_generation_key
+    from musicbuild.manifest import load_manifest
+
+    with AIgatewayEmulator(time_scale=SCALE, latency=10, audio_seconds=3) as gw:
+        gw_track(project, gw)
+        result, report = build(project)
+        assert result.code == 0 and gw.creates == 1
+        new = rows(report)["a"]["gen_key"]
+        old = legacy_generation_key(load_manifest(project.manifest).tracks[0])
+        assert old is not None and old != new
+        with Cache(project.root / ".musicbuild") as cache:  # what musicbuild 0.1 left: the key with the seed
+            cache.index.set("gen:" + old, cache.index.pop("gen:" + new))
+        (project.root / ".musicbuild" / JOURNAL_NAME).unlink()  # 0.1 had no journal file
+        (project.root / "musicbuild.lock").unlink()
+        shutil.rmtree(project.root / "build")
+        result, report = build(project)
+        assert result.code == 0, result.err
+        assert rows(report)["a"]["action"] == "materialize" and gw.creates == 1
