@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frozen", action="store_true",
                    help="never contact a provider: build only from the local and shared caches; "
                         "a musicbuild.lock, if present, must not change")
-    b.add_argument("--shard", type=_shard, metavar="I/N", help="generate only the I-th of N shares (CI fan-out)")
+    b.add_argument("--offline", action="store_true",
+                   help="never contact a provider (build only from the local and shared caches), and update "
+                        "musicbuild.lock: the assembly job of a CI fleet")
+    b.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="generate only the I-th of N shares (CI fan-out); each provider's limits are divided by N")
+    b.add_argument("--coordinator", metavar="URL",
+                   help="a fleet's Redis (redis://...): fleet-wide limits, shared journal, claimed work "
+                        "(overrides MUSICBUILD_COORDINATOR and cache.coordinator)")
     b.add_argument("--remote", metavar="URL", help="shared cache (overrides MUSICBUILD_REMOTE_CACHE and cache.remote)")
     p = cmd("plan", "show what build would do, why, and what it would cost")
     p.add_argument("--json", action="store_true")
@@ -164,7 +171,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
-    if not args.targets and not args.force and not args.shard and not args.remote:
+    if not args.targets and not args.force and not args.shard and not args.remote and not args.coordinator:
         from . import stamp
 
         fresh = stamp.read_fresh(args.file, os.environ)
@@ -184,7 +191,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     reporter = make_reporter(args.quiet, args.verbose)
     options = BuildOptions(targets=tuple(args.targets), jobs=args.jobs, keep_going=args.keep_going,
                            force=args.force, max_cost=args.max_cost, locked=args.locked, frozen=args.frozen,
-                           shard=args.shard, remote=args.remote)
+                           shard=args.shard, remote=args.remote, coordinator=args.coordinator,
+                           offline=args.offline)
     try:
         result = build(manifest, options, reporter)
     finally:

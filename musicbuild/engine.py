@@ -37,6 +37,8 @@ class BuildOptions:
     frozen: bool = False  # --locked, and never contact a provider: only the caches may supply audio
     shard: tuple[int, int] | None = None  # (i, n): generate only the i-th of n shares, by generation key
     remote: str | None = None  # shared cache URL (--remote); else MUSICBUILD_REMOTE_CACHE, else cache.remote
+    coordinator: str | None = None  # fleet Redis URL (--coordinator); else MUSICBUILD_COORDINATOR, else cache.coordinator
+    offline: bool = False  # like --frozen (no provider contact), but the lock may be updated
     upload_wait: float = 60.0  # seconds a finished build waits for its uploads
 
 
@@ -127,9 +129,13 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         if options.locked or (options.frozen and old_lock is not None):
             _check_lock(planned, old_lock, manifest, whole=not options.targets)
         shared = _open_shared(manifest, options, env, cache, summary)
+        coordination = _coordination(manifest, options, env, shared, cache)
         needed = [pt.gen_key for pt in planned if pt.action in (Action.GENERATE, Action.RESUME)]
         if shared is not None and needed and not options.force and shared.fill(needed):
             planned = make_plan(manifest, specs, cache, options.force, old_lock or {})  # fetched audio is free
+        fresh = [pt.gen_key for pt in planned if pt.action is Action.GENERATE]
+        if fresh and cache.journal.adopt_shared(fresh):  # jobs a dead runner of the fleet submitted: resume
+            planned = make_plan(manifest, specs, cache, options.force, old_lock or {})
         preset = _preset_outcomes(planned, options)  # tracks this build will not run, and why
         runnable = [pt for pt in planned if pt.spec.id not in preset]
         paid = [pt for pt in runnable if pt.action in (Action.GENERATE, Action.RESUME)]
@@ -144,7 +150,8 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
                 reporter.track_finished(pt, preset[pt.spec.id])
         executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going,
                                                           max_cost=options.max_cost, force=options.force,
-                                                          collect_orphans=not options.frozen), reporter)
+                                                          collect_orphans=not (options.frozen or options.offline)),
+                            reporter, coordination, shared)
         try:
             asyncio.run(executor.run(runnable))
         except KeyboardInterrupt:
@@ -154,6 +161,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         summary.finished_at = now()
         summary.budget_stopped = getattr(executor, "budget_stopped", False)
         summary.collected = list(executor.collected)
+        summary.warnings += coordination.warnings + cache.journal.warnings
         summary.shard_skipped = sum(1 for o in preset.values() if o.status == "skipped")
         uploads_pending = False
         if shared is not None and not summary.interrupted:
@@ -184,11 +192,31 @@ def _open_shared(manifest: Manifest, options: BuildOptions, env: Mapping[str, st
     try:
         store = open_remote(url, env=env)
     except RemoteError as exc:
-        if options.frozen:
+        if options.frozen or options.offline:
             raise
         summary.warnings.append(f"shared cache unavailable ({exc.message}); building locally")
         return None
-    return SharedCache(store, cache, required=options.frozen, warn=summary.warnings.append)
+    return SharedCache(store, cache, required=options.frozen or options.offline, warn=summary.warnings.append)
+
+
+def _coordination(manifest: Manifest, options: BuildOptions, env: Mapping[str, str], shared: SharedCache | None,
+                  cache: Cache) -> Any:
+    """Who decides limits and who works on which key: this process (with --shard, its share of the
+    limits) or the fleet's Redis. The journal is written through to the fleet's journal."""
+    from .clock import Clock
+    from .fleet import open_coordination
+    from .fleet.mirror import StoreMirror
+
+    url = options.coordinator or env.get("MUSICBUILD_COORDINATOR") or manifest.coordinator
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(f"the coordinator must be a redis:// URL, not {url.split('://')[0]}://...")
+    if url and shared is None:
+        raise ConfigError("a coordinator needs a shared cache: workers hand each other their audio through it",
+                          "set cache.remote, MUSICBUILD_REMOTE_CACHE or --remote")
+    mirror = StoreMirror(shared.store) if shared is not None else None
+    coordination = open_coordination(url, shard=options.shard, mirror=mirror, clock=Clock.from_env(env))
+    cache.journal.mirror = coordination.mirror
+    return coordination
 
 
 def _check_lock(planned: list[PlannedTrack], old: dict[str, lock.LockEntry] | None, manifest: Manifest,
@@ -209,9 +237,10 @@ def _preset_outcomes(planned: list[PlannedTrack], options: BuildOptions) -> dict
     for pt in planned:
         if pt.action not in (Action.GENERATE, Action.RESUME):
             continue
-        if options.frozen:
-            preset[pt.spec.id] = _outcome(pt, "failed", "needs a generation, and --frozen never contacts a provider: "
-                                                        "build it without --frozen, or fill the shared cache first")
+        if options.frozen or options.offline:
+            flag = "--frozen" if options.frozen else "--offline"
+            preset[pt.spec.id] = _outcome(pt, "failed", f"needs a generation, and {flag} never contacts a provider: "
+                                                        f"build it without {flag}, or fill the shared cache first")
         elif options.shard and int(pt.gen_key, 16) % options.shard[1] != options.shard[0] - 1:
             preset[pt.spec.id] = _outcome(pt, "skipped", f"generated by another shard (this is {options.shard[0]}/{options.shard[1]})")
     return preset

@@ -124,8 +124,10 @@ class JobRecord:
 class Journal:
     """The job records of one cache directory, folded from its append-only file."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, mirror: Any = None) -> None:
         self.path = directory / JOURNAL_NAME
+        self.mirror = mirror  # fleet.JournalMirror: records are written through to the fleet's journal
+        self.warnings: list[str] = []
         self.build_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._records: dict[tuple[str, int], JobRecord] = {}
         self._by_key: dict[str, list[JobRecord]] = {}
@@ -239,6 +241,43 @@ class Journal:
             except OSError as exc:
                 raise JournalError(f"cannot write the job journal {self.path}: {exc.strerror or exc}",
                                    "a paid job cannot be recorded, so nothing more is submitted") from None
+        mirror = self.mirror
+        if mirror is not None:
+            try:  # synchronous: an intent is in the fleet's journal before its create may leave
+                mirror.put(rec.to_json())
+            except Exception as exc:  # the shared store is down: the local journal still holds it
+                self._mirror_lost(mirror, exc)
+
+    def _mirror_lost(self, mirror: Any, exc: Exception) -> None:
+        with self._lock:
+            if self.mirror is not mirror:
+                return
+            self.mirror = None
+        self.warnings.append(f"the shared journal at {mirror.display} is unavailable "
+                             f"({getattr(exc, 'message', exc)}); jobs are journaled locally only")
+
+    def adopt_shared(self, gen_keys: Iterable[str]) -> int:
+        """Records of the fleet's journal for ``gen_keys`` (a dead runner's jobs) into this journal."""
+        mirror = self.mirror
+        if mirror is None:
+            return 0
+        found = []
+        for gen_key in gen_keys:
+            try:
+                docs = mirror.get(gen_key)
+            except Exception as exc:
+                self._mirror_lost(mirror, exc)
+                return 0
+            for doc in docs:
+                try:
+                    found.append(JobRecord.from_json(doc))
+                except (ValueError, TypeError):
+                    continue
+        self.mirror = None  # what came from the mirror need not go back to it
+        try:
+            return self.import_records(found)
+        finally:
+            self.mirror = mirror
 
     def _ensure_open(self) -> None:
         """Open for appending; after the file (or the whole cache folder) was deleted, write it anew."""

@@ -38,6 +38,7 @@ class Manifest:
     sha256: str
     origins: Mapping[str, Path_]  # track id -> ("tracks", i)
     remote: str | None = None  # cache.remote: the shared team cache URL
+    coordinator: str | None = None  # cache.coordinator: the fleet's Redis URL
 
     def diagnostic(self, path: Path_, message: str) -> Diagnostic:
         line, col = self.source.where(path)
@@ -144,8 +145,9 @@ class _Loader:
             self.error(("tracks",), "is empty: add at least one track")
         self.fail_if_errors()
         remote = (data.get("cache") or {}).get("remote")
+        coordinator = (data.get("cache") or {}).get("coordinator")
         return Manifest(self.path, self.root, output_dir, cache_dir, providers, tuple(tracks), self.smap,
-                        hashlib.sha256(self.raw).hexdigest(), origins, remote)
+                        hashlib.sha256(self.raw).hexdigest(), origins, remote, coordinator)
 
     def _schema(self, data: dict) -> dict[int, frozenset[str]]:
         """Report schema errors. Stop if any is outside ``tracks[i]``; else return the fields to drop."""
