@@ -189,3 +189,32 @@ def test_gc_touches_the_shared_cache_only_when_asked(project: Project, tmp_path:
     project.run("clean")
     report = project.build("--frozen")  # what the manifest uses is still shared
     assert report["remote"]["fetched"] == 2
+
+
+def test_a_new_track_goes_through_the_ci_flow_and_the_lock_comes_back(project: Project, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Committed lock + a pushed track: shards generate it, --frozen would refuse (the lock changes),
+    --offline assembles every output from the shared cache and writes the updated lock."""
+    monkeypatch.setenv("MUSICBUILD_REMOTE_CACHE", f"file://{tmp_path / 'team'}")
+    tracks = "".join(f"  - {{id: t{i}, prompt: 'steady cue {i}'}}\n" for i in range(3))
+    project.write(f"version: 1\ndefaults: {{duration: 1, format: wav}}\ntracks:\n{tracks}")
+    project.build()  # the committed state: lock for t0..t2
+    locked = (project.root / "musicbuild.lock").read_text()
+    project.write(f"version: 1\ndefaults: {{duration: 1, format: wav}}\ntracks:\n{tracks}"
+                  "  - {id: t3, prompt: 'a new cue'}\n")
+    for i in (1, 2):  # the generate stage: fresh runners, each its share
+        monkeypatch.setenv("MUSICBUILD_CACHE_DIR", str(tmp_path / f"runner-{i}"))
+        result = project.run("build", "--shard", f"{i}/2")
+        assert result.code == 0, result.err
+        (project.root / "musicbuild.lock").write_text(locked)  # runners do not push their lock
+    shutil.rmtree(project.root / "build")
+    monkeypatch.setenv("MUSICBUILD_CACHE_DIR", str(tmp_path / "assemble"))
+    result = project.run("build", "--frozen")
+    assert result.code == 3 and "would change musicbuild.lock" in result.err and "t3" in result.err
+    result = project.run("build", "--offline")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in (project.root / "build").iterdir()) == ["t0.wav", "t1.wav", "t2.wav", "t3.wav"]
+    lock = (project.root / "musicbuild.lock").read_text()
+    assert '"t3"' in lock and lock != locked
+    assert project.run("verify").code == 0
+    assert project.run("build", "--frozen").code == 0  # the updated lock, committed, holds
