@@ -31,7 +31,7 @@ from typing import Any, Mapping, Protocol
 
 from ..clock import Clock
 from ..model import ProviderConfig
-from ..providers.hosted import LatencyModel
+from ..providers.polling import LatencyModel
 from ..providers.http import RateLimiter
 
 

@@ -19,9 +19,8 @@ runs a job through the journal's state machine (``journal.py``) via the ``JobHan
 from __future__ import annotations
 
 import asyncio
-import collections
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Mapping
 
 from ..clock import Clock
 from ..errors import AmbiguousCreate, JobGone, ProviderAuthError, ProviderError, RemoteJobFailed
@@ -29,6 +28,7 @@ from ..model import Clip, Generation, ProviderConfig, TrackSpec
 from .base import JobHandle, JobRecordView, Provider
 from .catalog import cost_of, price_for
 from .http import ProviderHTTP, RateLimiter, create_hook, last_sent, retries
+from .polling import LatencyModel, best_schedule, learning_delay
 
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 POLL_ERRORS = 4  # unreadable or failing polls in a row before the track gives up (the job stays journaled)
@@ -54,43 +54,6 @@ class Submitted:
     poll: dict[str, Any] = field(default_factory=dict)  # extra state polling needs, journaled
     charged_usd: float | None = None  # charged at create (prepaid services)
     status: JobStatus | None = None  # set when the create answered with the finished result
-
-
-class LatencyModel:
-    """What this build has seen of one provider's job latency.
-
-    Each finished job gives a bracket: it was last seen pending at ``lower`` seconds (0 if its
-    first poll found it done) and was done at ``upper``. Only the most recent jobs count: the first
-    ones learn with coarse polls and their loose brackets should age out.
-    """
-
-    RECENT = 32
-
-    def __init__(self) -> None:
-        self.brackets: collections.deque[tuple[float, float]] = collections.deque(maxlen=self.RECENT)
-
-    def add(self, lower: float, upper: float) -> None:
-        self.brackets.append((lower, upper))
-
-    @staticmethod
-    def _q(values: Iterable[float], q: float) -> float | None:
-        s = sorted(values)
-        return s[min(len(s) - 1, int(q * len(s)))] if s else None
-
-    def early(self, step: float) -> float | None:
-        """Hardly any job is done before then. Jobs found done at their first poll say nothing about
-        how early they finished, so their upper bound minus a poll step caps the estimate: without
-        it the estimate only ever grows (censoring) and quick jobs wait for slow ones' schedule."""
-        if not self.brackets:
-            return None
-        uppers = self._q((hi for _, hi in self.brackets), 0.05) - step  # type: ignore[operator]
-        seen = [lo for lo, _ in self.brackets if lo > 0]
-        return max(0.0, min(uppers, self._q(seen, 0.05)) if len(seen) >= 3 else uppers / 2)
-
-    def late(self) -> float | None:
-        """Most jobs are done by then. Midpoints, because an upper bound is loose when a poll came
-        late (rate limited); aiming too early is self-correcting: it observes a pending job."""
-        return self._q(((lo + hi) / 2 for lo, hi in self.brackets), 0.8)
 
 
 class HostedProvider(Provider):
@@ -293,13 +256,13 @@ class HostedProvider(Provider):
             self._sleeping.pop(key, None)
 
     async def _sleep_until_due(self, key: int, start: float, delay: float) -> None:
-        """Sleep ``delay``, but poll early while the rate window is mostly idle and this is the
+        """Sleep ``delay``, but poll early while the rate window is clearly idle and this is the
         oldest job waiting: a finished job nobody has asked about holds a concurrency slot, so
         spare requests are best spent on the job most likely done."""
         deadline = self.clock.now() + delay
         while (left := deadline - self.clock.now()) > 0:
             await self.clock.sleep(min(left, self.min_poll))
-            idle = self.limiter.limit and self.limiter.pressure() < 0.9
+            idle = self.limiter.limit and self.limiter.pressure() < 0.5 and len(self.latency.brackets) >= 3
             oldest = min(self._sleeping.values(), default=start) >= start
             if idle and oldest and self.clock.now() - self._last_early >= self.min_poll:
                 self._last_early = self.clock.now()
@@ -307,20 +270,13 @@ class HostedProvider(Provider):
 
     def next_poll_delay(self, elapsed: float, polls: int, last_poll: float | None = None) -> float:
         """Seconds to wait before the next poll of a job submitted ``elapsed`` seconds ago whose
-        previous poll was sent at ``last_poll``."""
+        previous poll was sent at ``last_poll`` (``polling.py`` chooses the schedule)."""
         spacing = self.min_poll * 1.02  # the service measures from its answer: stay clear of its 304
-        interval = max(self.min_poll, self.config.poll_interval)
-        early, late = self.latency.early(self.min_poll), self.latency.late()
-        if early is None or late is None:  # nothing learnt yet: back off x1.5 up to 30 s
-            return max(self.min_poll, min(30.0, interval * 1.5 ** polls))
         soonest = elapsed if last_poll is None else last_poll + spacing
-        if self.limiter.pressure() > 0.7:
-            # requests are scarce: spend one poll near the slow end, then a few more if needed
-            target = late if elapsed < late else max(soonest, elapsed + max(interval, (late - early) / 2))
-        else:
-            # requests to spare: a finished job holds a concurrency slot, so look often once due
-            target = max(early, soonest)
-        return max(soonest - elapsed, target - elapsed, 0.0)
+        schedule = best_schedule(self.latency.samples(), spacing, self.limiter.limit, self.config.max_concurrent)
+        if schedule is None:
+            return learning_delay(polls, spacing, self.config.poll_interval, plentiful=not self.limiter.limit)
+        return max(soonest - elapsed, schedule.due(polls) - elapsed, 0.0)
 
     async def fetch(self, url: str, data: bytes | None = None) -> Clip:
         from ..audio.convert import sniff_format
