@@ -132,6 +132,14 @@ class Cache:
     def remove_output(self, path: Path) -> None:
         self.index.delete("out:" + str(path))
 
+    def iter_outputs(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Every output we recorded writing, as (absolute path, record)."""
+        for key in list(self.index.iterkeys()):
+            if isinstance(key, str) and key.startswith("out:"):
+                rec = self.index.get(key)
+                if rec is not None:
+                    yield Path(key[4:]), rec
+
 
 @contextlib.contextmanager
 def exclusive_build(directory: Path) -> Iterator[None]:

@@ -190,6 +190,11 @@ class _Loader:
 
     def _providers(self, raw: dict) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}
+        unknown = [name for name, cfg in raw.items() if cfg["type"] not in TYPES]  # plugins add types
+        for name in unknown:
+            self.error(("providers", name, "type"), _unknown_type(raw[name]["type"]))
+        if unknown:
+            self.fail_if_errors()
         for name, cfg in raw.items():
             ptype = TYPES[cfg["type"]]
             base_url = cfg.get("base_url", ptype.base_url)
@@ -298,11 +303,25 @@ def _merge_defaults(i: int, track: dict, defaults: dict) -> tuple[dict, dict[str
         origin_of[k] = ("defaults", k)
     for k, v in track.items():
         if k in MERGED_FIELDS and isinstance(merged.get(k), dict) and isinstance(v, dict):
+            for key in merged[k]:  # keys inherited from defaults keep pointing there
+                origin_of[f"{k}.{key}"] = ("defaults", k, key)
+            for key in v:
+                origin_of[f"{k}.{key}"] = ("tracks", i, k, key)
             merged[k] = {**merged[k], **v}
         else:
             merged[k] = v
         origin_of[k] = ("tracks", i, k)
     return merged, origin_of
+
+
+def _unknown_type(name: str) -> str:
+    from .providers.registry import problem
+
+    broken = problem(name)
+    if broken:
+        return f"provider type '{name}' is installed but cannot be used: {broken}"
+    return (f"must be an installed provider type ({', '.join(TYPES)}), not {name!r}"
+            f"{schema.did_you_mean(name, list(TYPES))}")
 
 
 def _check_base_url(url: str) -> str | None:

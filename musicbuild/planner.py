@@ -1,0 +1,153 @@
+"""Decide, for every track, what a build has to do and why (SPEC 2). No network, no writes.
+
+An output is ``ok`` when it exists and its content hash is the one we recorded for its output key;
+size+mtime is the fast path and a changed stat triggers a re-hash, so touching a file costs a hash,
+not a build. Read-only commands plan against ``read_cache``, which never creates a cache folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from .cache import file_sha256
+from .keys import generation_key, output_key, output_parts, tag_fields
+from .model import Action, PlannedOutput, PlannedTrack, Reason, TrackSpec
+
+
+class CacheState(Protocol):
+    def get_output(self, path: Path) -> dict[str, Any] | None: ...
+    def get_generation(self, gen_key: str) -> dict[str, Any] | None: ...
+    def pending_job(self, gen_key: str) -> dict[str, Any] | None: ...
+    def iter_outputs(self) -> Iterator[tuple[Path, dict[str, Any]]]: ...
+
+
+class EmptyCache:
+    """The state of a cache that does not exist yet: nothing recorded, cached or pending."""
+
+    def get_output(self, path: Path) -> dict[str, Any] | None:
+        return None
+
+    def get_generation(self, gen_key: str) -> dict[str, Any] | None:
+        return None
+
+    def pending_job(self, gen_key: str) -> dict[str, Any] | None:
+        return None
+
+    def iter_outputs(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        return iter(())
+
+
+def cache_exists(directory: Path) -> bool:
+    return (directory / "index" / "cache.db").is_file()
+
+
+@contextlib.contextmanager
+def read_cache(directory: Path) -> Iterator[CacheState]:
+    """The cache for reading: a folder that does not exist yet is an empty cache, not created."""
+    if not cache_exists(directory):
+        yield EmptyCache()
+        return
+    from .cache import Cache
+
+    with Cache(directory) as cache:
+        yield cache
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    state: str  # ok | missing | modified | stale | unknown
+    record: dict[str, Any] | None
+    restat: tuple[int, int] | None = None  # (size, mtime_ns) to refresh when content was unchanged
+
+
+def check_output(path: Path, out_key: str, record: dict[str, Any] | None) -> OutputCheck:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return OutputCheck("missing", record)
+    if record is None:
+        return OutputCheck("unknown", None)  # a file we did not write (or whose record was lost)
+    if record.get("out_key") != out_key:
+        return OutputCheck("stale", record)
+    if record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
+        return OutputCheck("ok", record)
+    if record.get("size") == st.st_size and file_sha256(path) == record.get("sha256"):
+        return OutputCheck("ok", record, (st.st_size, st.st_mtime_ns))
+    return OutputCheck("modified", record)
+
+
+class EarlierOutputs:
+    """What each track wrote before, by track id; read from the cache only if a plan needs it
+    (an output with no record: a new track, or one whose ``out`` or format changed)."""
+
+    def __init__(self, cache: CacheState) -> None:
+        self.cache = cache
+        self._formats: dict[str, set[str]] | None = None
+
+    def formats(self, track_id: str) -> set[str]:
+        if self._formats is None:
+            self._formats = {}
+            for path, rec in self.cache.iter_outputs():
+                fmt = (rec.get("parts") or {}).get("format") or PurePath(path).suffix.lstrip(".").lower()
+                self._formats.setdefault(str(rec.get("track")), set()).add(fmt)
+        return self._formats.get(track_id, set())
+
+
+def plan_tracks(specs: Iterable[TrackSpec], cache: CacheState, *, force: bool = False,
+                estimate: Callable[[TrackSpec], float] = lambda spec: 0.0) -> list[PlannedTrack]:
+    earlier = EarlierOutputs(cache)
+    return [plan_track(spec, cache, force=force, estimate=estimate, earlier=earlier) for spec in specs]
+
+
+def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
+               estimate: Callable[[TrackSpec], float] = lambda spec: 0.0,
+               earlier: EarlierOutputs | None = None) -> PlannedTrack:
+    gen_key = generation_key(spec)
+    tags = tag_fields(spec)
+    parts = output_parts(spec, tags)
+    outputs = []
+    checks = []
+    for out in spec.outputs:
+        okey = output_key(gen_key, spec, out, tags)
+        check = check_output(out.path, okey, cache.get_output(out.path))
+        checks.append(check)
+        outputs.append(PlannedOutput(out, okey, check.state, check.restat, parts))
+    reasons = _output_reasons(spec, gen_key, parts, checks, earlier or EarlierOutputs(cache))
+    if force:
+        return PlannedTrack(spec, gen_key, tuple(outputs), Action.GENERATE, (Reason.FORCED,), estimate(spec))
+    if not reasons:
+        return PlannedTrack(spec, gen_key, tuple(outputs), Action.UP_TO_DATE, (), 0.0)
+    if cache.get_generation(gen_key) is not None:
+        return PlannedTrack(spec, gen_key, tuple(outputs), Action.MATERIALIZE, reasons, 0.0)
+    if cache.pending_job(gen_key) is not None:
+        return PlannedTrack(spec, gen_key, tuple(outputs), Action.RESUME, reasons, 0.0)
+    return PlannedTrack(spec, gen_key, tuple(outputs), Action.GENERATE, reasons, estimate(spec))
+
+
+_PART_REASONS = {"format": Reason.FORMAT_CHANGED, "post": Reason.POST_CHANGED, "meta": Reason.METADATA_CHANGED}
+
+
+def _output_reasons(spec: TrackSpec, gen_key: str, parts: dict[str, str], checks: list[OutputCheck],
+                    earlier: EarlierOutputs) -> tuple[Reason, ...]:
+    reasons: set[Reason] = set()
+    for c in checks:
+        if c.state == "ok":
+            continue
+        if c.record is None:  # nothing written here yet: a new track, or its format moved the file
+            known = earlier.formats(spec.id)
+            reasons.add(Reason.FORMAT_CHANGED if known and spec.format not in known else Reason.NEW)
+            continue
+        if c.record.get("gen_key") != gen_key:
+            reasons.add(Reason.SPEC_CHANGED)
+        elif c.state == "stale":
+            old = c.record.get("parts") or {}
+            changed = {_PART_REASONS[k] for k in _PART_REASONS if old and old.get(k) != parts[k]}
+            reasons |= changed or {Reason.METADATA_CHANGED}  # records from before parts were kept
+        if c.state == "missing":
+            reasons.add(Reason.OUTPUT_MISSING)
+        elif c.state == "modified":
+            reasons.add(Reason.OUTPUT_MODIFIED)
+    return tuple(r for r in Reason if r in reasons)
