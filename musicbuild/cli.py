@@ -371,7 +371,9 @@ def cmd_providers(args: argparse.Namespace) -> int:
         models = ", ".join(row["models"]) or f"any model slug (default {row['default_model']})"
         print(f"{row['name']}  ({origin})  {row['description']}".rstrip())
         print(f"    models: {models}")
-        print("    price: " + "; ".join(f"{model} {terms}" for model, terms in row["price"].items()))
+        prices = row["price"]
+        print("    price: " + ("; ".join(f"{model} {terms}" for model, terms in prices.items())
+                              if list(prices) != ["any model"] else prices["any model"]))
         if row["api_key_env"]:
             print(f"    key: ${row['api_key_env']}")
         if row["options"]:

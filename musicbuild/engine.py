@@ -73,7 +73,10 @@ def _target_hint(manifest: Manifest, target: str) -> str:
 
     if target.startswith("label:"):
         labels = sorted({label for s in manifest.tracks for label in s.labels})
-        return did_you_mean(target[6:], labels).replace("'", "'label:", 1) if labels else " (no track has labels)"
+        if not labels:
+            return " (no track has labels)"
+        shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
+        return did_you_mean(target[6:], labels).replace("'", "'label:", 1) or f" (the labels are {shown})"
     return did_you_mean(target, [s.id for s in manifest.tracks])
 
 

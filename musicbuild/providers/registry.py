@@ -113,7 +113,8 @@ def problem(name: str) -> str | None:
 
 
 def price_table(info: ProviderInfo) -> Mapping[str, str]:
-    """model (or "other models") -> its price terms in words."""
+    """model -> its price terms in words ("other models", or "any model" when one price fits all)."""
     from .catalog import describe_price
 
-    return {("other models" if model == "*" else model): describe_price(terms) for model, terms in info.price.items()}
+    rest = "other models" if len(info.price) > 1 else "any model"
+    return {(rest if model == "*" else model): describe_price(terms) for model, terms in info.price.items()}
