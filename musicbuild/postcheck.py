@@ -43,6 +43,8 @@ def check_post(post: dict[str, Any], fmt: str | None,
     from .schema import validate_against
 
     problems = validate_against(_strict_schema(), post)
+    if post.get("loop") and (post.get("length") or {}).get("fade_out"):
+        problems.append((("length", "fade_out"), "cannot be combined with loop: a faded tail cannot loop seamlessly"))
     if problems or fmt is None:
         return post, problems
     kept = {}
