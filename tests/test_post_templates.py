@@ -81,7 +81,7 @@ tracks:
         "wav/flac",
         "7:48: tracks[3].metadata.id3v23: id3v23 applies to the ID3 tags of mp3 and wav; ogg files have their own "
         "tag format",
-        "8:58: tracks[4].post.length.fade_out: cannot be combined with loop: a faded tail cannot loop seamlessly",
+        "8:65: tracks[4].post.length.fade_out: cannot be combined with loop: a faded tail cannot loop seamlessly",
     ]
 
 
