@@ -106,7 +106,7 @@ class _Loader:
         output_dir = self._dir(data, "output_dir", "build", top_vars)
         cache_env = self.env.get("MUSICBUILD_CACHE_DIR")
         cache_dir = Path(cache_env).resolve() if cache_env else self._dir(data, "cache_dir", ".musicbuild", top_vars)
-        providers = self._providers(data.get("providers", {}))
+        providers = self._providers(data.get("providers", {}), top_vars)
 
         defaults = data.get("defaults", {})
         tracks: list[TrackSpec] = []
@@ -144,6 +144,7 @@ class _Loader:
             self.error(("tracks",), "is empty: add at least one track")
         self.fail_if_errors()
         remote = (data.get("cache") or {}).get("remote")
+        remote = self._string(("cache", "remote"), remote, top_vars) if remote else remote
         return Manifest(self.path, self.root, output_dir, cache_dir, providers, tuple(tracks), self.smap,
                         hashlib.sha256(self.raw).hexdigest(), origins, remote)
 
@@ -188,7 +189,15 @@ class _Loader:
             value = default
         return (self.root / value).resolve()
 
-    def _providers(self, raw: dict) -> dict[str, ProviderConfig]:
+    def _string(self, path: Path_, value: str, ctx: Mapping[str, Any]) -> str:
+        """A top-level string rendered with the top vars (SPEC 1: every string is a template)."""
+        try:
+            return self.renderer.render(value, ctx)
+        except RenderError as exc:
+            self.error(path, exc.args[0])
+            return value
+
+    def _providers(self, raw: dict, ctx: Mapping[str, Any]) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}
         unknown = [name for name, cfg in raw.items() if cfg["type"] not in TYPES]  # plugins add types
         for name in unknown:
@@ -197,6 +206,7 @@ class _Loader:
             self.fail_if_errors()
         for name, cfg in raw.items():
             ptype = TYPES[cfg["type"]]
+            cfg = {**cfg, **{k: self._string(("providers", name, k), cfg[k], ctx) for k in ("base_url", "model") if k in cfg}}
             base_url = cfg.get("base_url", ptype.base_url)
             if "base_url" in cfg:
                 problem = _check_base_url(base_url)

@@ -99,3 +99,22 @@ tracks:
     assert dict(specs["master"].post) == {"bit_depth": 24, "channels": 1}
     assert dict(specs["stem"].post) == {"bit_depth": 24}
     assert project.run("validate").code == 0
+
+
+def test_provider_and_cache_strings_are_templates_too(project: Project) -> None:
+    project.write("""\
+version: 1
+vars: {host: 127.0.0.1, port: 8080, team: skyforge, suno: "5.5"}
+cache: {remote: "file://{{ team }}-cache"}
+providers:
+  gw: {type: aigateway, base_url: "http://{{ host }}:{{ port }}", model: "sonauto/v2/{{ 'text-to-music' }}"}
+  bt: {type: beatra, model: "suno-{{ suno }}"}
+tracks:
+  - {id: a, prompt: x, provider: gw}
+  - {id: b, prompt: x, provider: bt, model: "{{ 'minimax-music-2.6' }}"}
+""")
+    manifest = load_manifest(project.manifest)
+    assert manifest.remote == "file://skyforge-cache"
+    assert manifest.providers["gw"].base_url == "http://127.0.0.1:8080"
+    assert manifest.providers["gw"].model == "sonauto/v2/text-to-music" and manifest.providers["bt"].model == "suno-5.5"
+    assert {t.id: t.model for t in manifest.tracks} == {"a": "sonauto/v2/text-to-music", "b": "minimax-music-2.6"}
