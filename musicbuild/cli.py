@@ -276,7 +276,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         why = f" ({', '.join(r['reasons'])})" if r["state"] == "stale" and r["reasons"] else ""
         print(f"{r['id']}: {r['state'].replace('-', ' ')}{why}")
     if dead:
-        print(f"\n{len(dead)} dead outputs (written by musicbuild, no track writes them now; "
+        print(f"\n{len(dead)} dead output{'s' if len(dead) > 1 else ''} (written by musicbuild, no track writes them now; "
               "`musicbuild clean --dead` removes the unmodified ones):")
         for d in dead:
             print(f"  {d['path']}: {d['reason']}{'; modified since, kept' if d['modified'] else ''}")
@@ -312,7 +312,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
         for d in dead:
             _say(args, f"kept {d.rel}: modified since musicbuild wrote it ({d.reason})" if d.modified
                  else f"{verb} {d.rel} ({d.reason})")
-        _say(args, f"{verb} {sum(1 for d in dead if not d.modified)} dead outputs")
+        gone = sum(1 for d in dead if not d.modified)
+        _say(args, f"{verb} {gone} dead output{'' if gone == 1 else 's'}")
         return EXIT_OK
     removed = api.clean(args.file, args.targets, dry_run=args.dry_run)
     for rel in removed:
