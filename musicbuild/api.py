@@ -76,15 +76,30 @@ OnEvent = Callable[[Event], None]
 
 
 class BuildResult(NamedTuple):
-    report: dict[str, Any]  # the JSON report document (SPEC 6), as --report writes it
-    noop: bool = False  # answered by the null-build stamp: nothing was even re-checked
+    document: dict[str, Any] | None  # the JSON report (None for a no-op: `report` makes it on demand)
+    noop_rows: list[TrackRow] | None = None  # answered by the null-build stamp: its rows
+    manifest: str = ""
     interrupted: bool = False
     budget_stopped: bool = False  # --max-cost kept tracks from being submitted
     shard_skipped: int = 0  # tracks left to other shards (not failures)
 
     @property
+    def noop(self) -> bool:
+        """Answered by the null-build stamp: nothing was parsed, planned or written."""
+        return self.noop_rows is not None
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The JSON report document (SPEC 6), as --report writes it."""
+        if self.document is not None:
+            return self.document
+        from .report import noop_report  # a no-op build does not pay for it unless asked
+
+        return noop_report(Path(self.manifest), self.noop_rows or [])
+
+    @property
     def rows(self) -> list[TrackRow]:
-        return self.report["tracks"]
+        return self.noop_rows if self.noop_rows is not None else self.report["tracks"]
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -97,6 +112,8 @@ class BuildResult(NamedTuple):
     @property
     def exit_code(self) -> int:
         """0 ok, 1 a track failed or was skipped, 3 stopped by --max-cost, 130 interrupted."""
+        if self.noop:
+            return EXIT_OK
         counts = self.summary
         if self.interrupted:
             return EXIT_INTERRUPTED
@@ -217,11 +234,10 @@ def build(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable
 
         fresh = stamp.read_fresh(Path(manifest), env)  # type: ignore[arg-type]
         if fresh is not None:
-            from .report import noop_report
-
-            doc = noop_report(Path(manifest), fresh["rows"])  # type: ignore[arg-type]
-            _write_reports(doc, Path(fresh["cache_dir"]), report, junit)
-            return BuildResult(doc, noop=True)
+            result = BuildResult(None, fresh["rows"], str(manifest))
+            if report or junit:  # last-report.json keeps the last real build
+                _write_reports(result.report, Path(fresh["cache_dir"]), report, junit)
+            return result
     from .engine import BuildOptions, build as run_build
     from .report import report_document
 
@@ -232,8 +248,8 @@ def build(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable
     summary = run_build(manifest, options, reporter, env).summary
     doc = report_document(summary)
     _write_reports(doc, manifest.cache_dir, report, junit)
-    return BuildResult(doc, interrupted=summary.interrupted, budget_stopped=summary.budget_stopped,
-                       shard_skipped=summary.shard_skipped)
+    return BuildResult(doc, None, str(manifest.path), interrupted=summary.interrupted,
+                       budget_stopped=summary.budget_stopped, shard_skipped=summary.shard_skipped)
 
 
 def _check_remote(url: str, env: Mapping[str, str]) -> None:

@@ -101,12 +101,15 @@ class Cache:
         self.index.delete("job:" + gen_key)  # the journal entry is done with
         return rec
 
-    def iter_generations(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _records(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for key in list(self.index.iterkeys()):
-            if isinstance(key, str) and key.startswith("gen:"):
+            if isinstance(key, str) and key.startswith(prefix):
                 rec = self.index.get(key)
                 if rec is not None:
-                    yield key[4:], rec
+                    yield key[len(prefix):], rec
+
+    def iter_generations(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self._records("gen:")
 
     def remove_generation(self, gen_key: str) -> None:
         self.index.delete("gen:" + gen_key)
@@ -134,11 +137,7 @@ class Cache:
 
     def iter_outputs(self) -> Iterator[tuple[Path, dict[str, Any]]]:
         """Every output we recorded writing, as (absolute path, record)."""
-        for key in list(self.index.iterkeys()):
-            if isinstance(key, str) and key.startswith("out:"):
-                rec = self.index.get(key)
-                if rec is not None:
-                    yield Path(key[4:]), rec
+        return ((Path(path), rec) for path, rec in self._records("out:"))
 
 
 @contextlib.contextmanager

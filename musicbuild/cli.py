@@ -226,7 +226,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         result = api.build(args.file, args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force,
                            max_cost=args.max_cost, locked=args.locked, frozen=args.frozen, shard=args.shard,
-                           remote=args.remote, report=args.report, junit=args.junit, on_event=reporter)
+                           remote=args.remote, report=args.report, junit=args.junit,
+                           on_event=None if args.quiet else reporter)
     finally:
         reporter.close()
     if result.noop:

@@ -107,14 +107,11 @@ def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
                earlier: EarlierOutputs | None = None) -> PlannedTrack:
     gen_key = generation_key(spec)
     tags = tag_fields(spec)
-    parts = output_parts(spec, tags)
-    outputs = []
-    checks = []
-    for out in spec.outputs:
-        okey = output_key(gen_key, spec, out, tags)
-        check = check_output(out.path, okey, cache.get_output(out.path))
-        checks.append(check)
-        outputs.append(PlannedOutput(out, okey, check.state, check.restat, parts))
+    keys = [output_key(gen_key, spec, out, tags) for out in spec.outputs]
+    checks = [check_output(out.path, okey, cache.get_output(out.path)) for out, okey in zip(spec.outputs, keys)]
+    # what the key is made of matters only to an output that will be written or explained
+    parts = output_parts(spec, tags) if any(c.state != "ok" for c in checks) or force else {}
+    outputs = [PlannedOutput(out, okey, c.state, c.restat, parts) for out, okey, c in zip(spec.outputs, keys, checks)]
     reasons = _output_reasons(spec, gen_key, parts, checks, earlier or EarlierOutputs(cache))
     if force:
         return PlannedTrack(spec, gen_key, tuple(outputs), Action.GENERATE, (Reason.FORCED,), estimate(spec))

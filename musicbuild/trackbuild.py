@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Protocol
 
 from .model import Metadata, OutputSpec, ProviderConfig, TrackSpec
+from .postcheck import check_post
 from .providers.catalog import TYPES, clip_count
 from .render import Renderer, RenderError, to_number
 from .schema import format_hint, seconds_hint
@@ -197,8 +198,8 @@ class TrackBuilder:
             metadata=metadata, labels=labels, files=tuple(self.files))
 
     def _post(self, post: dict[str, Any], fmt: str | None) -> dict[str, Any]:
-        from .postcheck import check_post
-
+        if not post:
+            return post
         post, problems = check_post(post, fmt, lambda key: self.own("post", key))
         for path, message in problems:
             self.err("post", message, *path)

@@ -70,10 +70,14 @@ BUILTIN: dict[str, ProviderInfo] = {
 class _Installed(Mapping[str, ProviderInfo]):
     """The installed provider types, looked up through the plugin registry on first use."""
 
-    def _infos(self) -> Mapping[str, ProviderInfo]:
-        from .registry import infos
+    _found: Mapping[str, ProviderInfo] | None = None
 
-        return infos()
+    def _infos(self) -> Mapping[str, ProviderInfo]:
+        if self._found is None:
+            from .registry import infos
+
+            self._found = infos()
+        return self._found
 
     def __getitem__(self, name: str) -> ProviderInfo:
         return self._infos()[name]

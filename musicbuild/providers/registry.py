@@ -96,6 +96,7 @@ def installed() -> dict[str, Installed]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def infos() -> dict[str, ProviderInfo]:
     """The usable provider types by name: what manifests may write as ``type:``."""
     return {name: entry.cls.info for name, entry in installed().items() if entry.cls is not None}
