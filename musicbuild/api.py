@@ -95,7 +95,7 @@ class BuildResult(NamedTuple):
             return self.document
         from .report import noop_report  # a no-op build does not pay for it unless asked
 
-        return noop_report(Path(self.manifest), self.noop_rows or [])
+        return noop_report(Path(self.manifest), list(self.noop_rows or []))  # type: ignore[arg-type]
 
     @property
     def rows(self) -> list[TrackRow]:
