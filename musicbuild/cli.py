@@ -389,6 +389,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError("init writes musicbuild.yaml: pass -f DIR/musicbuild.yaml (or run it in the folder)")
     for path in api.init(folder, ci=args.ci):
         _say(args, f"wrote {path}")
+    if args.ci:
+        _say(args, "the workflow's jobs share audio through a shared cache: set MUSICBUILD_REMOTE_CACHE (and the "
+                   "keys of your hosted providers) as CI secrets")
     _say(args, f"next: musicbuild{'' if folder == Path('.') else ' -f ' + str(args.file)} build")
     return EXIT_OK
 
