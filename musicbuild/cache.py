@@ -140,12 +140,15 @@ class Cache:
         self.index.set("gen:" + gen_key, rec)
         return rec
 
-    def iter_generations(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _records(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for key in list(self.index.iterkeys()):
-            if isinstance(key, str) and key.startswith("gen:"):
+            if isinstance(key, str) and key.startswith(prefix):
                 rec = self.index.get(key)
                 if rec is not None:
-                    yield key[4:], rec
+                    yield key[len(prefix):], rec
+
+    def iter_generations(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self._records("gen:")
 
     def remove_generation(self, gen_key: str) -> None:
         self.index.delete("gen:" + gen_key)
@@ -172,6 +175,10 @@ class Cache:
 
     def remove_output(self, path: Path) -> None:
         self.index.delete("out:" + str(path))
+
+    def iter_outputs(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Every output we recorded writing, as (absolute path, record)."""
+        return ((Path(path), rec) for path, rec in self._records("out:"))
 
 
 def generation_from_job(job: JobRecord) -> dict[str, Any]:

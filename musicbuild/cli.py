@@ -1,49 +1,100 @@
 """Command line: argv and environment in, exit status out. The only module that prints.
 
-Heavy modules (Jinja2, numpy, audio codecs) are imported only by commands that need them, so a
-no-op ``build`` answered by the null-build stamp starts and finishes in a blink.
+Every command's work is a call to the Python API (``api.py``); this module parses, prints and maps
+errors to exit codes. Heavy modules (Jinja2, numpy, audio codecs) are imported only by commands
+that need them, so a no-op ``build`` answered by the null-build stamp starts and finishes in a blink.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
-from . import __version__
+from . import __version__, api
+from .api import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .errors import MusicbuildError, UsageError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-LAST_REPORT = "last-report.json"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too, but we want one clean line
-        raise UsageError(f"{self.prog}: {message}", f"see '{self.prog} --help'")
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too, but we want one clean line
+        raise _usage(self, _explain_argparse(message))
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(ns, "command", None)
+            parser = _subparsers(self).get(command, self) if command else self
+            raise _usage(parser, _unknown_arguments(extras, parser))
+        return ns
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _usage(parser: argparse.ArgumentParser, message: str) -> UsageError:
+    command = parser.prog.removeprefix("musicbuild").strip()  # main() prints the "musicbuild: "
+    return UsageError(f"{command}: {message}" if command else message, f"see '{parser.prog} --help'")
 
 
-def _money(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
+def _explain_argparse(message: str) -> str:
+    """argparse's message with a 'did you mean' for a mistyped command or choice."""
+    from .schema import did_you_mean
+
+    m = re.search(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not m:
+        return message
+    what, value, choices = m.group(1), m.group(2), re.findall(r"'([^']*)'", m.group(3))
+    if what == "COMMAND":
+        return f"unknown command '{value}'{did_you_mean(value, choices)}; the commands are {', '.join(choices)}"
+    return f"argument {what}: '{value}' is not one of {', '.join(choices)}{did_you_mean(value, choices)}"
+
+
+def _unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    from .schema import did_you_mean
+
+    options = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    words = []
+    for arg in extras:
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            words.append(f"unknown option '{name}'{did_you_mean(name, options)}")
+        else:
+            words.append(f"unexpected argument '{arg}' ({parser.prog} takes no TARGET)")
+    return "; ".join(words)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _number(kind: type, lowest: float, strict: bool = False, what: str = "") -> Callable[[str], Any]:
+    """An argparse type that says what is wrong in words (never "invalid _positive_int value")."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if value != value or value < lowest or (strict and value == lowest):  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1, what="a whole number of at least 1")
+_money = _number(float, 0, what="an amount in USD (0 or more)")
+_days = _number(float, 0, what="a number of days (0 or more)")
 
 
 def _shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError("must look like 2/4") from None
+        raise argparse.ArgumentTypeError(f"must look like 2/4, not {text!r}") from None
     if not 1 <= i <= n:
         raise argparse.ArgumentTypeError("needs 1 <= I <= N, e.g. 1/4 ... 4/4")
     return i, n
@@ -88,17 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("plan", "show what build would do, why, and what it would cost")
     p.add_argument("--json", action="store_true")
     p.add_argument("--force", action="store_true")
-    s = cmd("status", "per track: up to date, stale (why), missing or modified")
+    s = cmd("status", "per track: up to date, stale (why), missing or modified; and dead outputs")
     s.add_argument("--json", action="store_true")
     cmd("check", "exit 0 if everything is up to date, 1 if something would be built")
     cmd("validate", "check manifest, templates, files, provider options and credentials; no network", targets=False)
     c = cmd("clean", "remove built outputs (never the cache)")
     c.add_argument("--dry-run", action="store_true")
+    c.add_argument("--dead", action="store_true",
+                   help="remove only dead outputs: files musicbuild wrote that no track writes any more")
     g = cmd("gc", "remove cached audio outside the kept scopes (the local cache only)", targets=False)
     g.add_argument("--dry-run", action="store_true", help="print what would go and how much space comes back")
     g.add_argument("--keep", default="manifest,lock", metavar="SCOPES",
                    help="what protects a generation: manifest, lock, both (default: manifest,lock) or none")
-    g.add_argument("--older-than", type=float, metavar="DAYS", help="only remove generations at least this old")
+    g.add_argument("--older-than", type=_days, metavar="DAYS", help="only remove generations at least this old")
     g.add_argument("--remote", nargs="?", const="", metavar="URL",
                    help="collect the shared cache instead (the configured one, or URL)")
     cmd("schema", "print the manifest JSON Schema", targets=False)
@@ -110,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--junit", type=Path, metavar="FILE", help="write them as JUnit XML")
     r.add_argument("--html", type=Path, metavar="FILE",
                    help="write a static review page (players, waveforms, label filter); audio is linked relative to it")
+    pr = cmd("providers", "list the installed provider types (built-in and plugins), models and prices", targets=False)
+    pr.add_argument("--json", action="store_true")
+    i = cmd("init", "start a project here: a commented musicbuild.yaml, a .gitignore and, with --ci, a CI workflow",
+            targets=False)
+    i.add_argument("--ci", choices=("github", "gitlab"), help="also write the CI workflow for GitHub or GitLab")
+    co = cmd("completion", "print the shell completion script (bash, zsh or fish)", targets=False)
+    co.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
 
 
@@ -147,6 +207,11 @@ def _is_diagnostic(exc: MusicbuildError) -> bool:
 
 
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["__complete"]:  # the completion scripts ask: what could the last word be?
+        from .completion import complete
+
+        print("\n".join(complete(build_parser(), argv[1:])))
+        return EXIT_OK
     args = build_parser().parse_args(argv)
     if not args.command:
         build_parser().print_help()
@@ -158,12 +223,6 @@ def _main(argv: list[str]) -> int:
     return handler(args)
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from .manifest import load_manifest
-
-    return load_manifest(args.file)
-
-
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(text, file=sys.stderr)
@@ -171,78 +230,33 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
-    if not args.targets and not args.force and not args.shard and not args.remote and not args.coordinator:
-        from . import stamp
-
-        fresh = stamp.read_fresh(args.file, os.environ)
-        if fresh is not None:
-            rows = fresh["rows"]
-            _say(args, f"{len(rows)} tracks up to date, nothing to do")
-            if args.report or args.junit:
-                from .report import noop_report
-
-                _write_reports(args, noop_report(args.file, rows), Path(fresh["cache_dir"]))
-            return EXIT_OK
-    from .engine import BuildOptions, build
     from .progress import make_reporter
-    from .report import report_document
 
-    manifest = _load(args)
     reporter = make_reporter(args.quiet, args.verbose)
-    options = BuildOptions(targets=tuple(args.targets), jobs=args.jobs, keep_going=args.keep_going,
-                           force=args.force, max_cost=args.max_cost, locked=args.locked, frozen=args.frozen,
-                           shard=args.shard, remote=args.remote, coordinator=args.coordinator,
-                           offline=args.offline)
     try:
-        result = build(manifest, options, reporter)
+        result = api.build(args.file, args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force,
+                           max_cost=args.max_cost, locked=args.locked, frozen=args.frozen, offline=args.offline,
+                           shard=args.shard, remote=args.remote, coordinator=args.coordinator,
+                           report=args.report, junit=args.junit,
+                           on_event=None if args.quiet else reporter)
     finally:
         reporter.close()
-    summary = result.summary
-    doc = report_document(summary)
-    _write_reports(args, doc, manifest.cache_dir)
-    for warning in summary.warnings:
+    if result.noop:
+        _say(args, f"{len(result.rows)} tracks up to date, nothing to do")
+        return EXIT_OK
+    for warning in result.warnings:
         print(f"musicbuild: warning: {warning}", file=sys.stderr)
-    counts = doc["summary"]
     _say(args, "{total} tracks: {generated} generated, {resumed} resumed, {materialized} materialized, "
-               "{up_to_date} up to date, {failed} failed, {skipped} skipped; spent ${cost_usd:.2f}".format(**counts))
-    if summary.interrupted:
+               "{up_to_date} up to date, {failed} failed, {skipped} skipped; spent ${cost_usd:.2f}".format(**result.summary))
+    if result.interrupted:
         _say(args, "interrupted: submitted jobs are journaled; the next build resumes them")
-        return EXIT_INTERRUPTED
-    if summary.budget_stopped and not counts["failed"]:
+    elif result.budget_stopped and not result.summary["failed"]:
         _say(args, "stopped submitting: the next track would have taken spending past --max-cost")
-        return EXIT_REFUSED
-    return EXIT_FAILED if counts["failed"] or counts["skipped"] > summary.shard_skipped else EXIT_OK
-
-
-def _write_reports(args: argparse.Namespace, doc: dict[str, Any], cache_dir: Path | None) -> None:
-    from .report import write_report
-
-    if cache_dir is not None:  # `musicbuild report` renders the last build again
-        write_report(cache_dir / LAST_REPORT, doc)
-    if args.report:
-        write_report(args.report, doc)
-    if args.junit:
-        from .junit import write_junit
-
-        write_junit(args.junit, doc)
-
-
-def _plan(args: argparse.Namespace, force: bool = False) -> tuple[Any, list[Any]]:
-    from .cache import Cache
-    from .engine import check_inputs, make_plan, select
-
-    manifest = _load(args)
-    specs = select(manifest, args.targets)
-    check_inputs(manifest, specs, os.environ)
-    with Cache(manifest.cache_dir) as cache:
-        return manifest, make_plan(manifest, specs, cache, force)
+    return result.exit_code
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .report import plan_row
-
-    _, planned = _plan(args, args.force)
-    rows = [plan_row(pt) for pt in planned]
+    rows = api.plan(args.file, args.targets, force=args.force)
     if args.json:
         print(json.dumps({"version": 1, "tracks": rows}, indent=2))
         return EXIT_OK
@@ -270,59 +284,55 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .maintenance import status_row
-
-    _, planned = _plan(args)
-    rows = [status_row(pt) for pt in planned]
+    result = api.status(args.file, args.targets)
+    dead = [{"path": d.rel, "track": d.track, "reason": d.reason, "modified": d.modified} for d in result.dead]
     if args.json:
-        print(json.dumps({"version": 1, "tracks": rows}, indent=2))
+        print(json.dumps({"version": 1, "tracks": result.tracks, "dead": dead}, indent=2))
         return EXIT_OK
-    for r in rows:
+    for r in result.tracks:
         why = f" ({', '.join(r['reasons'])})" if r["state"] == "stale" and r["reasons"] else ""
         print(f"{r['id']}: {r['state'].replace('-', ' ')}{why}")
+    if dead:
+        print(f"\n{len(dead)} dead output{'s' if len(dead) > 1 else ''} (written by musicbuild, no track writes them now; "
+              "`musicbuild clean --dead` removes the unmodified ones):")
+        for d in dead:
+            print(f"  {d['path']}: {d['reason']}{'; modified since, kept' if d['modified'] else ''}")
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        if not args.targets:
-            from . import stamp
-
-            if stamp.fresh_rows(args.file) is not None:
-                return EXIT_OK
-        _, planned = _plan(args)
+        stale = api.check(args.file, args.targets)
     except MusicbuildError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    stale = [pt for pt in planned if pt.action.value != "up-to-date"]
     if args.verbose:
-        for pt in stale:
-            print(f"{pt.spec.id}: {pt.action.value} ({', '.join(r.value for r in pt.reasons)})")
+        for r in stale:
+            print(f"{r['id']}: {r['action']} ({', '.join(r['reasons'])})")
     return EXIT_FAILED if stale else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .engine import check_inputs, credential_problems
-    from .errors import ConfigError
-
-    manifest = _load(args)
-    check_inputs(manifest, list(manifest.tracks), os.environ)
-    problems = credential_problems(list(manifest.tracks), os.environ)
-    if problems:
-        raise ConfigError("\n".join(problems))
+    manifest = api.validate(args.file)
     used = sorted({t.provider.name for t in manifest.tracks})
     _say(args, f"{args.file}: ok ({len(manifest.tracks)} tracks; providers: {', '.join(used)})")
     return EXIT_OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from .engine import select
-    from .maintenance import clean
-
-    manifest = _load(args)
-    removed = clean(manifest, select(manifest, args.targets), dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
+    if args.dead:
+        if args.targets:
+            raise UsageError("clean --dead takes no TARGET: dead outputs belong to no track of the manifest")
+        dead = api.clean_dead(args.file, dry_run=args.dry_run)
+        for d in dead:
+            _say(args, f"kept {d.rel}: modified since musicbuild wrote it ({d.reason})" if d.modified
+                 else f"{verb} {d.rel} ({d.reason})")
+        gone = sum(1 for d in dead if not d.modified)
+        _say(args, f"{verb} {gone} dead output{'' if gone == 1 else 's'}")
+        return EXIT_OK
+    removed = api.clean(args.file, args.targets, dry_run=args.dry_run)
     for rel in removed:
         _say(args, f"{verb} {rel}")
     _say(args, f"{verb} {len(removed)} outputs (the cache is kept)")
@@ -330,26 +340,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from .maintenance import gc
-
-    from .maintenance import GC_SCOPES
-
     keep = set() if args.keep == "none" else {k.strip() for k in args.keep.split(",") if k.strip()}
-    if keep - set(GC_SCOPES):
-        raise UsageError(f"gc --keep takes manifest, lock, manifest,lock or none, not {args.keep!r}")
-    manifest = _load(args)
-    if args.remote is not None:
-        from .maintenance import gc_remote, kept_generations
-        from .remote import open_remote
-
-        url = args.remote or os.environ.get("MUSICBUILD_REMOTE_CACHE") or manifest.remote
-        if not url:
-            raise UsageError("gc --remote: no shared cache is configured", "pass --remote URL or set cache.remote")
-        store = open_remote(url, env=os.environ)
-        result = gc_remote(store, kept_generations(manifest, keep), args.older_than, args.dry_run)
-        getattr(store, "close", lambda: None)()
-    else:
-        result = gc(manifest, keep=keep, older_than_days=args.older_than, dry_run=args.dry_run)
+    result = api.gc(args.file, keep=keep, older_than_days=args.older_than, dry_run=args.dry_run, remote=args.remote)
     if args.dry_run and args.verbose:
         for gen_key in result.generations:
             print(f"would remove generation {gen_key}")
@@ -361,65 +353,34 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import schema_text
-
-    sys.stdout.write(schema_text())
+    sys.stdout.write(api.manifest_schema())
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .lock import lock_path, read_lock
-    from .maintenance import verify
-
-    manifest = _load(args)
-    entries = read_lock(lock_path(manifest.path))
-    if entries is None:
-        raise UsageError(f"no {lock_path(manifest.path).name} beside {args.file}", "run `musicbuild build` first")
-    problems = verify(manifest.output_dir, entries)
-    total = sum(len(e.outputs) for e in entries.values())
-    matched = total - len(problems)
-    for track in (t for t in manifest.tracks if t.id not in entries):  # the lock must cover the manifest
-        problems.append(f"{track.id}: not in {lock_path(manifest.path).name} "
-                        "(never built, or its build was interrupted or failed)")
-        total += len(track.outputs)
+    problems, total = api.verify(args.file)
     for line in problems:
         print(line, file=sys.stderr)
-    _say(args, f"{matched} of {total} outputs match {lock_path(manifest.path).name}")
+    _say(args, f"{total - len(problems)} of {total} outputs match musicbuild.lock")
     return EXIT_FAILED if problems else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    manifest = _load(args)
-    if args.journal:
-        from .journal import Journal, spend_by_provider
-
-        table = spend_by_provider(Journal(manifest.cache_dir).records())
-        return _print_spend(args, table, "every paid job in the journal")
-    path = manifest.cache_dir / LAST_REPORT
-    try:
-        doc = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first") from None
-    if not args.junit and not args.html:
-        return _print_spend(args, doc.get("spend") or {}, f"the build of {doc.get('finished_at') or '?'}",
-                            doc.get("collected") or [])
+    if args.journal or not (args.junit or args.html):
+        return _print_spend(args, api.spend(args.file, journal=args.journal))
     if args.junit:
-        from .junit import write_junit
-
-        write_junit(args.junit, doc)
+        api.write_junit(args.junit, args.file)
     if args.html:
-        from .review import write_review
-
-        write_review(args.html, doc, manifest)
+        api.write_review(args.html, args.file)
         _say(args, f"review page: {args.html}")
     return EXIT_OK
 
 
-def _print_spend(args: argparse.Namespace, table: dict[str, dict[str, float]], what: str,
-                 collected: list[dict[str, Any]] | None = None) -> int:
+def _print_spend(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     """The spend table: estimate, charged, refunded, outstanding and net USD per provider."""
+    table, what, collected = doc["spend"], doc["what"], doc["collected"]
     if args.json:
-        print(json.dumps({"spend": table, "collected": collected or []}, indent=2))
+        print(json.dumps({"spend": table, "collected": collected}, indent=2))
         return EXIT_OK
     cols = ("estimated_usd", "charged_usd", "refunded_usd", "outstanding_usd", "cost_usd")
     heads = ("estimate", "charged", "refunded", "outstanding", "net")
@@ -439,8 +400,51 @@ def _print_spend(args: argparse.Namespace, table: dict[str, dict[str, float]], w
     return EXIT_OK
 
 
+def cmd_providers(args: argparse.Namespace) -> int:
+    rows = api.installed_providers()
+    if args.json:
+        print(json.dumps({"version": 1, "providers": rows}, indent=2))
+        return EXIT_OK
+    for row in rows:
+        origin = "built-in" if row["builtin"] else f"plugin {row['package']} {row['version']}"
+        if row["error"]:
+            print(f"{row['name']}  ({origin})  unusable: {row['error']}")
+            continue
+        models = ", ".join(row["models"]) or f"any model slug (default {row['default_model']})"
+        print(f"{row['name']}  ({origin})  {row['description']}".rstrip())
+        print(f"    models: {models}")
+        prices = row["price"]
+        print("    price: " + ("; ".join(f"{model} {terms}" for model, terms in prices.items())
+                              if list(prices) != ["any model"] else prices["any model"]))
+        if row["api_key_env"]:
+            print(f"    key: ${row['api_key_env']}")
+        if row["options"]:
+            print(f"    options: {', '.join(row['options'])}")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    folder = args.file.parent if args.file.name == "musicbuild.yaml" else None
+    if folder is None:
+        raise UsageError("init writes musicbuild.yaml: pass -f DIR/musicbuild.yaml (or run it in the folder)")
+    for path in api.init(folder, ci=args.ci):
+        _say(args, f"wrote {path}")
+    if args.ci:
+        _say(args, "the workflow's jobs share audio through a shared cache: set MUSICBUILD_REMOTE_CACHE (and the "
+                   "keys of your hosted providers) as CI secrets")
+    _say(args, f"next: musicbuild{'' if folder == Path('.') else ' -f ' + str(args.file)} build")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    sys.stdout.write(script(args.shell))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "plan": cmd_plan, "status": cmd_status, "check": cmd_check,
     "validate": cmd_validate, "clean": cmd_clean, "gc": cmd_gc, "schema": cmd_schema, "verify": cmd_verify,
-    "report": cmd_report,
+    "report": cmd_report, "providers": cmd_providers, "init": cmd_init, "completion": cmd_completion,
 }

@@ -18,7 +18,7 @@ from .errors import BudgetError, ConfigError, ManifestError, UsageError
 from .executor import ExecOptions, Executor, Reporter
 from .manifest import Manifest
 from .model import Action, BuildSummary, Outcome, PlannedTrack, TrackSpec
-from .plan import plan_tracks
+from .planner import CacheState, plan_tracks
 from .providers import create_provider, is_available
 from .providers.base import Provider
 from .providers.catalog import estimate_track
@@ -64,9 +64,22 @@ def select(manifest: Manifest, targets: Iterable[str]) -> list[TrackSpec]:
         else:
             hits = {s.id for s in manifest.tracks if fnmatch.fnmatchcase(s.id, t)}
         if not hits:
-            raise UsageError(f"no track matches '{t}'", "targets are track ids, globs like 'jingle-*', or label:NAME")
+            raise UsageError(f"no track matches '{t}'{_target_hint(manifest, t)}",
+                             "targets are track ids, globs like 'jingle-*', or label:NAME")
         chosen |= hits
     return [s for s in manifest.tracks if s.id in chosen]
+
+
+def _target_hint(manifest: Manifest, target: str) -> str:
+    from .schema import did_you_mean
+
+    if target.startswith("label:"):
+        labels = sorted({label for s in manifest.tracks for label in s.labels})
+        if not labels:
+            return " (no track has labels)"
+        shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
+        return did_you_mean(target[6:], labels).replace("'", "'label:", 1) or f" (the labels are {shown})"
+    return did_you_mean(target, [s.id for s in manifest.tracks])
 
 
 def estimate(spec: TrackSpec) -> float:
@@ -100,7 +113,7 @@ def credential_problems(specs: list[TrackSpec], env: Mapping[str, str]) -> list[
     return problems
 
 
-def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: Cache, force: bool = False,
+def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: CacheState, force: bool = False,
               locked: Mapping[str, lock.LockEntry] | None = None) -> list[PlannedTrack]:
     if locked is None:
         locked = lock.read_lock(lock.lock_path(manifest.path)) or {}

@@ -113,6 +113,11 @@ class JournalJob:
         self._move("refused", error=error)
 
     def collected(self, record: Mapping[str, Any], generation: Generation) -> None:
+        if self.record.state == "intent":  # a provider that ran in-process reports no steps of its own
+            self._move("sent")
+            self._move("submitted", job_id=generation.job_id or self.record.gen_key[:16])
+        if self.record.state == "submitted":
+            self._move("done")
         self._move("collected", clips=tuple(record["clips"]), charged_usd=generation.cost_usd,
                    cost_basis=generation.cost_basis, partial=generation.partial, error=None)
 

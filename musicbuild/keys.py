@@ -107,14 +107,22 @@ def tag_fields(spec: TrackSpec) -> dict[str, Any]:
     return fields
 
 
-def output_key(gen_key: str, spec: TrackSpec, output: OutputSpec) -> str:
+def output_key(gen_key: str, spec: TrackSpec, output: OutputSpec, tags: dict[str, Any] | None = None) -> str:
     doc = {
         "v": OUT_KEY_VERSION,
         "gen": gen_key,
         "clip": output.clip,
         "format": spec.format,
-        "tags": tag_fields(spec),
+        "tags": tag_fields(spec) if tags is None else tags,
         "pick": spec.clips,
         "post": dict(spec.post),
     }
     return sha256_hex(canonical(doc))
+
+
+def output_parts(spec: TrackSpec, tags: dict[str, Any] | None = None) -> dict[str, str]:
+    """The output key's ingredients by kind of change (format, ``post:``, tags and take choice),
+    recorded with each output so a later plan can say which of them changed."""
+    tags = tag_fields(spec) if tags is None else tags
+    return {"format": spec.format, "post": sha256_hex(canonical(dict(spec.post)))[:16],
+            "meta": sha256_hex(canonical({"tags": tags, "pick": spec.clips}))[:16]}

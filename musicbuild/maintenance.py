@@ -1,4 +1,4 @@
-"""Commands that look after a build rather than run one: status, clean, gc."""
+"""Commands that look after a build rather than run one: status, dead outputs, clean, gc, verify."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,9 +9,10 @@ from typing import Any, Iterable, Mapping
 from . import stamp
 from .cache import Cache, file_sha256
 from .keys import generation_key
-from .lock import LockEntry, lock_path, read_lock
+from .lock import LockEntry, LockError, lock_path, read_lock
 from .manifest import Manifest
 from .model import Action, PlannedTrack, TrackSpec
+from .planner import CacheState, cache_exists, read_cache
 
 
 def track_state(pt: PlannedTrack) -> str:
@@ -33,19 +34,84 @@ def status_row(pt: PlannedTrack) -> dict[str, Any]:
 def clean(manifest: Manifest, specs: list[TrackSpec], dry_run: bool = False) -> list[str]:
     """Remove built outputs (never the cache); return what was removed, relative to output_dir."""
     removed = []
-    with Cache(manifest.cache_dir) as cache:
-        for spec in specs:
-            for out in spec.outputs:
-                if out.path.exists():
-                    removed.append(out.rel)
-                    if not dry_run:
-                        out.path.unlink()
+    for spec in specs:
+        for out in spec.outputs:
+            if out.path.exists():
+                removed.append(out.rel)
                 if not dry_run:
+                    out.path.unlink()
+            if not dry_run:
+                _prune_empty_dirs(out.path.parent, manifest.output_dir)
+    if not dry_run and cache_exists(manifest.cache_dir):
+        with Cache(manifest.cache_dir) as cache:
+            for spec in specs:
+                for out in spec.outputs:
                     cache.remove_output(out.path)
-                    _prune_empty_dirs(out.path.parent, manifest.output_dir)
-    if not dry_run:
         stamp.remove(manifest.cache_dir, manifest.path)
     return removed
+
+
+@dataclass(frozen=True)
+class DeadOutput:
+    """A file musicbuild wrote that no track of the manifest writes any more."""
+
+    rel: str  # relative to output_dir
+    path: Path
+    track: str  # the track that wrote it
+    reason: str  # why it is dead, in words
+    modified: bool  # changed since musicbuild wrote it: reported, never removed
+
+
+def dead_outputs(manifest: Manifest, cache: CacheState) -> list[DeadOutput]:
+    """Files under output_dir that the cache index (or musicbuild.lock) says we wrote, that no
+    track writes now (the track left the manifest, or its ``out`` or format changed)."""
+    current = {o.path for spec in manifest.tracks for o in spec.outputs}
+    writes = {spec.id: [o.rel for o in spec.outputs] for spec in manifest.tracks}
+    root = manifest.output_dir
+    known: dict[Path, dict[str, Any]] = {}
+    for path, record in cache.iter_outputs():
+        if path not in current and root in path.parents:
+            known[path] = record
+    try:
+        locked = read_lock(lock_path(manifest.path)) or {}
+    except LockError:  # a damaged lock is the build's to report; the cache index still answers
+        locked = {}
+    for entry in locked.values():
+        for out in entry.outputs:
+            path = root / out.path
+            if path not in current and root in path.parents:
+                known.setdefault(path, {"track": entry.id, "sha256": out.sha256})
+    dead = []
+    for path, record in sorted(known.items()):
+        if not path.is_file():
+            continue
+        track = str(record.get("track"))
+        reason = (f"track {track} now writes {', '.join(writes[track])}" if track in writes
+                  else f"track {track} is no longer in the manifest")
+        dead.append(DeadOutput(path.relative_to(root).as_posix(), path, track, reason, not _unchanged(path, record)))
+    return dead
+
+
+def _unchanged(path: Path, record: Mapping[str, Any]) -> bool:
+    st = path.stat()
+    if record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
+        return True
+    return record.get("sha256") is not None and file_sha256(path) == record["sha256"]
+
+
+def clean_dead(manifest: Manifest, dry_run: bool = False) -> list[DeadOutput]:
+    """Remove the dead outputs that are still exactly what musicbuild wrote (like ``ninja -t
+    cleandead``); modified ones stay. Returns every dead output found."""
+    with read_cache(manifest.cache_dir) as cache:
+        dead = dead_outputs(manifest, cache)
+        for d in dead:
+            if d.modified or dry_run:
+                continue
+            d.path.unlink(missing_ok=True)
+            if isinstance(cache, Cache):
+                cache.remove_output(d.path)
+            _prune_empty_dirs(d.path.parent, manifest.output_dir)
+    return dead
 
 
 def _prune_empty_dirs(folder: Any, stop: Any) -> None:
@@ -90,6 +156,8 @@ def gc(manifest: Manifest, keep: Iterable[str] = GC_SCOPES, older_than_days: flo
     wanted = kept_generations(manifest, keep)
     cutoff = None if older_than_days is None else (now or time.time()) - older_than_days * 86400
     result = GcResult()
+    if not cache_exists(manifest.cache_dir):
+        return result  # nothing cached yet: nothing to collect, and no folder to create
     with Cache(manifest.cache_dir) as cache:
         keep_blobs: set[str] = set()
         for gen_key, rec in list(cache.iter_generations()):

@@ -107,7 +107,7 @@ class _Loader:
         output_dir = self._dir(data, "output_dir", "build", top_vars)
         cache_env = self.env.get("MUSICBUILD_CACHE_DIR")
         cache_dir = Path(cache_env).resolve() if cache_env else self._dir(data, "cache_dir", ".musicbuild", top_vars)
-        providers = self._providers(data.get("providers", {}))
+        providers = self._providers(data.get("providers", {}), top_vars)
 
         defaults = data.get("defaults", {})
         tracks: list[TrackSpec] = []
@@ -145,7 +145,9 @@ class _Loader:
             self.error(("tracks",), "is empty: add at least one track")
         self.fail_if_errors()
         remote = (data.get("cache") or {}).get("remote")
+        remote = self._string(("cache", "remote"), remote, top_vars) if remote else remote
         coordinator = (data.get("cache") or {}).get("coordinator")
+        coordinator = self._string(("cache", "coordinator"), coordinator, top_vars) if coordinator else coordinator
         return Manifest(self.path, self.root, output_dir, cache_dir, providers, tuple(tracks), self.smap,
                         hashlib.sha256(self.raw).hexdigest(), origins, remote, coordinator)
 
@@ -190,10 +192,24 @@ class _Loader:
             value = default
         return (self.root / value).resolve()
 
-    def _providers(self, raw: dict) -> dict[str, ProviderConfig]:
+    def _string(self, path: Path_, value: str, ctx: Mapping[str, Any]) -> str:
+        """A top-level string rendered with the top vars (SPEC 1: every string is a template)."""
+        try:
+            return self.renderer.render(value, ctx)
+        except RenderError as exc:
+            self.error(path, exc.args[0])
+            return value
+
+    def _providers(self, raw: dict, ctx: Mapping[str, Any]) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}
+        unknown = [name for name, cfg in raw.items() if cfg["type"] not in TYPES]  # plugins add types
+        for name in unknown:
+            self.error(("providers", name, "type"), _unknown_type(raw[name]["type"]))
+        if unknown:
+            self.fail_if_errors()
         for name, cfg in raw.items():
             ptype = TYPES[cfg["type"]]
+            cfg = {**cfg, **{k: self._string(("providers", name, k), cfg[k], ctx) for k in ("base_url", "model") if k in cfg}}
             base_url = cfg.get("base_url", ptype.base_url)
             if "base_url" in cfg:
                 problem = _check_base_url(base_url)
@@ -300,11 +316,25 @@ def _merge_defaults(i: int, track: dict, defaults: dict) -> tuple[dict, dict[str
         origin_of[k] = ("defaults", k)
     for k, v in track.items():
         if k in MERGED_FIELDS and isinstance(merged.get(k), dict) and isinstance(v, dict):
+            for key in merged[k]:  # keys inherited from defaults keep pointing there
+                origin_of[f"{k}.{key}"] = ("defaults", k, key)
+            for key in v:
+                origin_of[f"{k}.{key}"] = ("tracks", i, k, key)
             merged[k] = {**merged[k], **v}
         else:
             merged[k] = v
         origin_of[k] = ("tracks", i, k)
     return merged, origin_of
+
+
+def _unknown_type(name: str) -> str:
+    from .providers.registry import problem
+
+    broken = problem(name)
+    if broken:
+        return f"provider type '{name}' is installed but cannot be used: {broken}"
+    return (f"must be an installed provider type ({', '.join(TYPES)}), not {name!r}"
+            f"{schema.did_you_mean(name, list(TYPES))}")
 
 
 def _check_base_url(url: str) -> str | None:

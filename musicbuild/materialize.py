@@ -123,7 +123,7 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
         raise
     st = target.stat()
     record = {"out_key": planned.out_key, "gen_key": gen_key, "sha256": sha,
-              "size": st.st_size, "mtime_ns": st.st_mtime_ns, "track": spec.id, "clip": index + 1}
+              "size": st.st_size, "mtime_ns": st.st_mtime_ns, "track": spec.id, "clip": index + 1, "parts": dict(planned.parts)}
     if delivery is not None:
         record.update(loudness_lufs=delivery.loudness_lufs, true_peak_db=delivery.true_peak_db)
     cache.put_output(target, record)

@@ -85,6 +85,8 @@ class Reason(str, enum.Enum):
     OUTPUT_MISSING = "output-missing"
     OUTPUT_MODIFIED = "output-modified"
     METADATA_CHANGED = "metadata-changed"
+    FORMAT_CHANGED = "format-changed"  # the output format changed (at the same path or a new one)
+    POST_CHANGED = "post-changed"  # the delivery processing (`post:`) changed
     FORCED = "forced"
 
 
@@ -94,6 +96,7 @@ class PlannedOutput:
     out_key: str
     state: str  # ok | missing | modified | stale | unknown
     restat: tuple[int, int] | None = None  # content unchanged but stat moved: refresh the record
+    parts: Mapping[str, str] = field(default_factory=dict)  # what the output key is made of (keys.output_parts)
     recovered: Mapping[str, Any] | None = None  # the cache lost its record; the lock vouched: write it back
 
 

@@ -3,14 +3,17 @@
 ``write_review`` renders the last build's report rows (SPEC 6) next to the manifest's track specs:
 per track an ``<audio>`` player per output (paths relative to the page, so the folder can be zipped
 or served as is), a min/max waveform as a compact inline SVG path, duration, loudness, prompt, tags,
-labels, provider, model, cost and status. Two takes of one track sit side by side. A row of label
-buttons and a text box filter the list with a few lines of plain JS (the page's fragment can preset
-them: ``review.html#label=boss&label=menu&q=piano``; ``#all`` loads every player's metadata at once
-instead of as they scroll into view); nothing is fetched from the network, there are no external
-assets.
+labels, provider, model, cost, status and cover art. Two takes of one track sit side by side; failed
+tracks come first. Peaks are always true peaks (dBTP, 4x oversampled as BS.1770 measures them): the
+report's measurement when ``post:`` made one, else measured here. Rows of status and label buttons
+and a text box filter the list with a few lines of plain JS (the page's fragment can preset them:
+``review.html#status=failed&label=boss&label=menu&q=piano``; ``#all`` loads every player's
+metadata at once instead of as they scroll into view); nothing is fetched from the network, there
+are no external assets: each distinct cover is embedded once, as a data URI in the page's CSS.
 """
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -29,6 +32,8 @@ COLUMNS = 600  # waveform columns (SVG user units)
 HEIGHT = 40  # waveform height (SVG user units)
 EAGER_PLAYERS = 20  # players after these load their metadata only when scrolled near
 DASH = "\u2013"
+MAX_COVER_BYTES = 2 * 2**20  # larger covers are named, not embedded (the page must stay light)
+STATUS_ORDER = {"failed": 0}  # failures first; the rest keep the manifest's order
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class Take:
     rel: str  # relative to output_dir, as in the manifest
     src: str | None  # URL relative to the page, None if the file is missing
     duration: float | None = None
-    peak_db: float | None = None
+    true_peak_db: float | None = None
     lufs: float | None = None
     wave: str = ""  # SVG path data
     error: str | None = None
@@ -93,15 +98,14 @@ def _loudness(samples: np.ndarray, rate: int) -> float | None:
 
 
 def analyse(path: Path) -> tuple[float, float | None, float | None, str]:
-    """Decode once: duration (s), sample peak (dBFS), integrated loudness (LUFS, if pyloudnorm is
-    installed) and the waveform path."""
+    """Decode once: duration (s), true peak (dBTP), integrated loudness (LUFS) and the waveform path."""
     from .audio.convert import decode
+    from .audio.post import true_peak_db
 
     samples, rate = decode(path)
     duration = samples.shape[0] / rate if rate else 0.0
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    peak_db = 20 * math.log10(peak) if peak > 0 else None
-    return duration, peak_db, _loudness(samples, rate), waveform_path(samples)
+    peak = true_peak_db(samples, rate) if samples.size else None
+    return duration, peak, _loudness(samples, rate), waveform_path(samples)
 
 
 def _takes(spec: Any, page_dir: Path) -> list[Take]:
@@ -162,22 +166,21 @@ def _take_html(take: Take, i: int, row: dict[str, Any] | None, eager: bool, seve
     row = row or {}
     lufs = _row_value(row, "loudness_lufs", i)
     lufs = take.lufs if lufs is None else lufs
-    peak, peak_label = _row_value(row, "true_peak_db", i), "dBTP"
-    if peak is None:
-        peak, peak_label = take.peak_db, "dBFS"
+    peak = _row_value(row, "true_peak_db", i)
+    peak = take.true_peak_db if peak is None else peak
     preload = "metadata" if eager else "none"
     body = (f'<audio controls preload="{preload}" src="{_e(take.src)}"></audio>'
             f'<svg class="w" viewBox="0 0 {COLUMNS} {HEIGHT}" preserveAspectRatio="none">'
             f'<path d="{take.wave}"/></svg>')
     facts = (f"<span>{_fmt_duration(take.duration)}</span><span>{_fmt_db(lufs, 'LUFS')}</span>"
-             f"<span>peak {_fmt_db(peak, peak_label)}</span>")
+             f"<span>true peak {_fmt_db(peak, 'dBTP')}</span>")
     if take.error:
         facts += f'<span class="err">{_e(take.error)}</span>'
     return f'<div class="take"><div class="th">{head}</div>{body}<div class="f">{facts}</div></div>'
 
 
-def _track_html(spec: Any, row: dict[str, Any] | None, takes: list[Take], eager: bool) -> str:
-    status = (row or {}).get("status") or "not-in-report"
+def _track_html(spec: Any, row: dict[str, Any] | None, takes: list[Take], eager: bool, cover: str) -> str:
+    status = _status(row)
     labels = list(spec.labels)
     lab = "".join(f'<b class="l">{_e(x)}</b>' for x in labels)
     tags = "".join(f'<i class="g">{_e(x)}</i>' for x in spec.tags)
@@ -198,7 +201,7 @@ def _track_html(spec: Any, row: dict[str, Any] | None, takes: list[Take], eager:
     cells = "".join(_take_html(t, i, row, eager, several) for i, t in enumerate(takes))
     return (f'<section class="t" data-track="{_e(spec.id)}" data-labels="{_e(json.dumps(labels))}" '
             f'data-status="{_e(status)}">'
-            f'<h2>{_e(spec.id)}</h2><div class="m">{"".join(meta)}{lab}{tags}</div>'
+            f'{cover}<h2>{_e(spec.id)}</h2><div class="m">{"".join(meta)}{lab}{tags}</div>'
             f'<p class="p">{_e(spec.prompt)}</p>{err}'
             f'<div class="k{" two" if several else ""}" style="--n:{len(takes)}">{cells}</div></section>')
 
@@ -223,6 +226,8 @@ main{padding:8px 16px}.t{background:#fff;border-radius:8px;margin:8px 0;padding:
 .w{width:100%;height:44px;display:block;background:#f7f8fb}.w path{fill:#4f8cff}
 .f span{margin-right:12px;font-size:12px;color:#445}.nf{color:#8a1c12;padding:10px 0}
 .hide{display:none}#none{display:none;padding:20px;color:#566}
+.cv{float:left;width:44px;height:44px;margin:0 10px 4px 0;border-radius:4px;background:#dde center/cover no-repeat}
+#bar button.st.failed{border-color:#e5736a}#bar button.st.failed.on{background:#c0392b;border-color:#c0392b}
 """
 
 JS = """
@@ -244,11 +249,12 @@ else if('IntersectionObserver' in window){
  var io=new IntersectionObserver(function(es){es.forEach(function(e){if(e.isIntersecting){io.unobserve(e.target);wake(e.target);}});},{rootMargin:'600px'});
  lazy.forEach(function(x){io.observe(x);});
 }
-var on=new Set(),q=document.getElementById('q'),ts=document.querySelectorAll('.t'),cnt=document.getElementById('shown');
+var on=new Set(),st=new Set(),q=document.getElementById('q'),ts=document.querySelectorAll('.t'),cnt=document.getElementById('shown');
 function apply(){
  var s=q.value.trim().toLowerCase(),n=0;
  ts.forEach(function(t){
   var ls=JSON.parse(t.dataset.labels),hit=!on.size||ls.some(function(l){return on.has(l);});
+  if(hit&&st.size)hit=st.has(t.dataset.status);
   if(hit&&s)hit=t.textContent.toLowerCase().indexOf(s)>=0;
   t.classList.toggle('hide',!hit);if(hit)n++;
  });
@@ -258,16 +264,54 @@ document.querySelectorAll('#bar button[data-label]').forEach(function(btn){
  btn.addEventListener('click',function(){var l=btn.dataset.label;
   if(on.has(l))on.delete(l);else on.add(l);btn.classList.toggle('on');apply();});
 });
-document.getElementById('clear').addEventListener('click',function(){on.clear();q.value='';
+document.querySelectorAll('#bar button[data-status]').forEach(function(btn){
+ btn.addEventListener('click',function(){var v=btn.dataset.status;
+  if(st.has(v))st.delete(v);else st.add(v);btn.classList.toggle('on');apply();});
+});
+document.getElementById('clear').addEventListener('click',function(){on.clear();st.clear();q.value='';
  document.querySelectorAll('#bar button.on').forEach(function(x){x.classList.remove('on');});apply();});
 q.addEventListener('input',apply);
 h.getAll('label').forEach(function(l){document.querySelectorAll('#bar button[data-label]').forEach(function(btn){
  if(btn.dataset.label===l&&!on.has(l)){on.add(l);btn.classList.add('on');}});});
+h.getAll('status').forEach(function(v){document.querySelectorAll('#bar button[data-status]').forEach(function(btn){
+ if(btn.dataset.status===v&&!st.has(v)){st.add(v);btn.classList.add('on');}});});
 if(h.has('q'))q.value=h.get('q');
 apply();
 b.dataset.ready=1;
 })();
 """
+
+
+def _status(row: dict[str, Any] | None) -> str:
+    return (row or {}).get("status") or "not-in-report"
+
+
+def _covers(specs: Any) -> tuple[dict[Path, str], str]:
+    """A CSS class per distinct cover image (embedded once as a data URI), and the CSS."""
+    classes: dict[Path, str] = {}
+    css = []
+    for spec in specs:
+        cover = spec.metadata.cover
+        if cover is None or cover in classes:
+            continue
+        classes[cover] = f"cv{len(classes)}"
+        try:
+            data = Path(cover).read_bytes()
+        except OSError:
+            continue
+        if len(data) > MAX_COVER_BYTES:
+            continue  # the class stays empty: a grey square titled with the file name
+        mime = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+        css.append(f'.{classes[cover]}{{background-image:url("data:{mime};base64,{base64.b64encode(data).decode()}")}}')
+    return classes, "".join(css)
+
+
+def _cover_html(spec: Any, classes: dict[Path, str], page_dir: Path) -> str:
+    cover = spec.metadata.cover
+    if cover is None:
+        return ""
+    shown = os.path.relpath(cover, page_dir)
+    return f'<i class="cv {classes[cover]}" title="cover: {_e(shown)}"></i>'
 
 
 def render_review(page_dir: Path, report: dict[str, Any], manifest: Any) -> str:
@@ -277,11 +321,16 @@ def render_review(page_dir: Path, report: dict[str, Any], manifest: Any) -> str:
     audio = 0
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
         analysed = list(pool.map(lambda spec: _takes(spec, page_dir), manifest.tracks))
-    for spec, takes in zip(manifest.tracks, analysed):
+    covers, cover_css = _covers(manifest.tracks)
+    tracks = sorted(zip(manifest.tracks, analysed), key=lambda st: STATUS_ORDER.get(_status(rows.get(st[0].id)), 1))
+    statuses: dict[str, int] = {}
+    for spec, takes in tracks:
         for label in spec.labels:
             if label not in labels:
                 labels.append(label)
-        sections.append(_track_html(spec, rows.get(spec.id), takes, audio < EAGER_PLAYERS))
+        row = rows.get(spec.id)
+        statuses[_status(row)] = statuses.get(_status(row), 0) + 1
+        sections.append(_track_html(spec, row, takes, audio < EAGER_PLAYERS, _cover_html(spec, covers, page_dir)))
         audio += sum(1 for t in takes if t.src)
     summary = report.get("summary") or {}
     facts = [f"<span>{len(manifest.tracks)} tracks</span>"]
@@ -294,12 +343,14 @@ def render_review(page_dir: Path, report: dict[str, Any], manifest: Any) -> str:
         facts.append(f"<span>built {_e(report['finished_at'])}</span>")
     if report.get("interrupted"):
         facts.append("<span>interrupted</span>")
-    buttons = "".join(f'<button type="button" data-label="{_e(x)}">{_e(x)}</button>' for x in labels)
+    buttons = "".join(f'<button type="button" class="st {_e(x)}" data-status="{_e(x)}">{_e(x)} {n}</button>'
+                      for x, n in statuses.items())
+    buttons += "".join(f'<button type="button" data-label="{_e(x)}">{_e(x)}</button>' for x in labels)
     title = f"Review: {manifest.path.name}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>"
+        f"<title>{_e(title)}</title><style>{CSS}{cover_css}</style></head>\n<body>"
         f"<header><h1>{_e(title)}</h1><div class=\"sum\">{''.join(facts)}"
         "<span><b id=\"shown\">" + str(len(manifest.tracks)) + "</b> shown</span></div>"
         f"<div id=\"bar\"><input id=\"q\" type=\"search\" placeholder=\"search id, prompt, tags\" aria-label=\"search\">"

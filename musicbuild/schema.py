@@ -79,6 +79,15 @@ def validate(data: Any) -> list[tuple[Path_, str]]:
     return [(p, m) for p, m in problems if not (m.startswith("missing:") and p in hinted)]
 
 
+def validate_against(subschema: Any, data: Any) -> list[tuple[Path_, str]]:
+    """``data`` checked against another schema (a provider's option schema, a rendered ``post:``
+    block), with the messages manifest errors use; paths are relative to ``data``."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(subschema)
+    return [problem for error in validator.iter_errors(data) for problem in _explain(error, data)]
+
+
 def _explain(error: Any, data: Any) -> list[tuple[Path_, str]]:
     path: Path_ = tuple(error.absolute_path)
     field = path[-1] if path and isinstance(path[-1], str) else None

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Protocol
 
 from .model import Metadata, OutputSpec, ProviderConfig, TrackSpec
+from .postcheck import check_post
 from .providers.catalog import TYPES, clip_count
 from .render import Renderer, RenderError, to_number
 from .schema import format_hint, seconds_hint
@@ -74,7 +75,13 @@ class TrackBuilder:
 
     # -- helpers -----------------------------------------------------------------------------
     def where(self, field: str, *rest: str | int) -> Path_:
+        if rest and f"{field}.{rest[0]}" in self.origin_of:  # a key merged from defaults: point at it there
+            return self.origin_of[f"{field}.{rest[0]}"] + tuple(rest[1:])
         return self.origin_of.get(field, ("tracks", self.i, field)) + tuple(rest)
+
+    def own(self, field: str, key: str) -> bool:
+        """Whether ``field.key`` was written on the track itself (not inherited from defaults)."""
+        return self.where(field, key)[0] == "tracks"
 
     def err(self, field: str, message: str, *rest: str | int) -> None:
         if self.combo:
@@ -170,7 +177,8 @@ class TrackBuilder:
         clips = self.m.get("clips", "first")
         if isinstance(clips, dict):  # {pick: strategy}: one output, the take chosen by the strategy
             clips = clips["pick"]
-        post = self._guard("post", lambda: self.ld.renderer.render_tree(self.m.get("post", {}), self.ctx)) or {}
+        post = self._post(self._guard("post", lambda: self.ld.renderer.render_tree(self.m.get("post", {}), self.ctx))
+                          or {}, fmt)
         reference = None
         if "reference_audio" in self.m:
             rel = self.text("reference_audio")
@@ -188,6 +196,14 @@ class TrackBuilder:
             tags=tags, lyrics=lyrics, instrumental=bool(instrumental), seed=seed, duration=float(duration),
             bpm=float(bpm) if bpm is not None else None, format=fmt, outputs=outputs, options=options, clips=clips, reference_audio=reference, post=post,
             metadata=metadata, labels=labels, files=tuple(self.files), seed_given="seed" in self.m)
+
+    def _post(self, post: dict[str, Any], fmt: str | None) -> dict[str, Any]:
+        if not post:
+            return post
+        post, problems = check_post(post, fmt, lambda key: self.own("post", key))
+        for path, message in problems:
+            self.err("post", message, *path)
+        return post
 
     def _one_of(self, inline: str, file_field: str) -> str | None:
         if inline in self.m and file_field in self.m:
@@ -288,6 +304,9 @@ class TrackBuilder:
         for key, value in raw.items():
             if key == "id3v23":
                 values[key] = bool(value)
+                if value and self.ctx.get("format") not in (None, "mp3", "wav") and self.own("metadata", key):
+                    self.err("metadata", f"id3v23 applies to the ID3 tags of mp3 and wav; {self.ctx['format']} files "
+                                         "have their own tag format", key)
                 continue
             rendered = self._guard("metadata", lambda: self.ld.renderer.render(str(value), self.ctx), key)
             if rendered is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import textwrap
 from dataclasses import dataclass
@@ -14,6 +15,39 @@ from musicbuild.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+
+# Real programs some tests start. A missing one skips those tests (never fails the run), and the
+# end of the run says which were skipped and how to install what they need.
+INSTALL = {
+    "nginx": "apt-get install nginx", "chromium": "apt-get install chromium",
+    "redis-server": "apt-get install redis-server", "bash": "apt-get install bash", "zsh": "apt-get install zsh",
+    "fish": "apt-get install fish",
+    "setuptools": "pip install -e '.[test]'", "wheel": "pip install -e '.[test]'",
+}
+_MISSING = re.compile(r"\b([\w.-]+) (?:is )?(?:not installed|missing)", re.I)
+
+
+def needs(tool: str) -> pytest.MarkDecorator:
+    """Skip unless ``tool`` is on PATH, with a reason the end-of-run summary recognises."""
+    return pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} is not installed ({INSTALL[tool]})")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    missing: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        found = _MISSING.search(reason)
+        if found:
+            tool = found.group(1).lower()
+            missing[tool] = missing.get(tool, 0) + 1
+    if not missing:
+        return
+    tools = ", ".join(f"{tool} ({n} test{'s' if n > 1 else ''})" for tool, n in sorted(missing.items()))
+    commands = sorted({INSTALL.get(tool, f"install {tool}") for tool in missing})
+    apt = [c.split()[-1] for c in commands if c.startswith("apt-get install ")]
+    hints = ([f"apt-get install {' '.join(apt)}"] if apt else []) + [c for c in commands if not c.startswith("apt-get")]
+    terminalreporter.write_line(f"skipped because not installed: {tools}; to run them: {'; '.join(hints)} "
+                                "(.ci/run installs nginx and chromium), then the same test command", yellow=True)
 
 
 @dataclass

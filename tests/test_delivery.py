@@ -54,7 +54,7 @@ def test_changing_post_rematerializes_and_generates_nothing(project: Project, ol
     report = project.build()
     changed = [r for r in report["tracks"] if r["action"] != "up-to-date"]
     assert changed and all(r["action"] == "materialize" for r in changed)
-    assert report["summary"]["generated"] == 0 and changed[0]["reasons"] == ["metadata-changed"]
+    assert report["summary"]["generated"] == 0 and changed[0]["reasons"] == ["post-changed"]
     assert sorted(p.name for p in (project.root / ".musicbuild" / "blobs").rglob("*") if p.is_file()) == blobs
     assert set(actions(project.build()).values()) == {"up-to-date"}
 

@@ -7,7 +7,7 @@ from musicbuild.cache import Cache
 from musicbuild.errors import CacheError
 from musicbuild.manifest import load_manifest
 from musicbuild.model import Action, Reason
-from musicbuild.plan import plan_tracks
+from musicbuild.planner import plan_tracks
 
 from .conftest import Project
 

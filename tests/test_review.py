@@ -109,8 +109,9 @@ def test_every_player_loads_in_chromium_and_takes_sit_side_by_side(jingles: Path
 def test_page_is_self_contained_with_relative_audio(jingles: Path) -> None:
     text = jingles.read_text()
     assert "http://" not in text and "https://" not in text
-    assert "<link" not in text and "@import" not in text and "url(" not in text
-    assert "<script src" not in text and "<img" not in text
+    assert "<link" not in text and "@import" not in text and "<script src" not in text and "<img" not in text
+    urls = re.findall(r"url\(([^)]{0,30})", text)
+    assert len(urls) == 3 and all(u.startswith('"data:image/png;base64,') for u in urls)  # one per distinct cover
     srcs = re.findall(r'<audio controls preload="(?:metadata|none)" src="([^"]+)"', text)
     assert len(srcs) == 10
     for src in srcs:
@@ -125,7 +126,11 @@ def test_page_is_self_contained_with_relative_audio(jingles: Path) -> None:
                  "30.0 s", '<span class="s ok">ok</span>', "radio-bed-wav.wav", "-23.0\u00a0LUFS", "dBTP"):
         assert part in s, part  # the example's post: {loudness: ebu-r128} was measured into the report
     assert re.search(r"-?\d+\.\d\u00a0LUFS|<span>\u2013</span>", s)
-
+    # cover art, embedded once per image; the bed shares acme's cover
+    assert '<i class="cv cv0" title="cover: ../art/acme.png"></i>' in s
+    assert text.count('title="cover: ../art/globex.png"') == 2  # both globex jingles
+    # every peak is a true peak, from the report or measured here, labelled the same way
+    assert text.count("<span>true peak ") == 10 and "dBFS" not in text
 
 @pytest.fixture
 def tricky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -177,6 +182,29 @@ def test_label_filter_and_search_in_chromium(tricky: Path, tmp_path: Path) -> No
     assert "<title>Review: musicbuild.yaml</title>" in dom  # the prompt's script never ran
 
 
+@needs_chromium
+def test_status_filter_in_chromium_and_failures_first(tricky: Path, tmp_path: Path) -> None:
+    manifest = load_manifest(tricky.parent / "musicbuild.yaml")
+    report = json.loads((tricky.parent / ".musicbuild" / "last-report.json").read_text())
+    for row in report["tracks"]:
+        if row["id"] == "calm":
+            row.update(status="failed", error="the service said no")
+    page = tmp_path / "failed.html"
+    write_review(page, report, manifest)
+    text = page.read_text()
+    assert re.findall(r'<section class="t" data-track="([^"]+)"', text) == ["calm", "evil", "boss"]
+    assert '<button type="button" class="st failed" data-status="failed">failed 1</button>' in text
+
+    def shown(fragment: str) -> list[str]:
+        dom = chromium(page.as_uri() + fragment, tmp_path, "--dump-dom")
+        return [track for hidden, track in re.findall(r'<section class="t( hide)?" data-track="([^"]+)"', dom)
+                if not hidden]
+
+    assert shown("#status=failed") == ["calm"]
+    assert shown("#status=ok&label=menu") == ["evil"]
+    assert shown("#status=ok&status=failed") == ["calm", "evil", "boss"]
+
+
 def test_failed_and_missing_tracks_show_the_error(tmp_path: Path) -> None:
     (tmp_path / "musicbuild.yaml").write_text("""\
 version: 1
@@ -211,15 +239,14 @@ def test_report_row_loudness_wins_over_computed(tmp_path: Path, monkeypatch: pyt
     assert "-23.0\u00a0LUFS" in text and "peak -2.0\u00a0dBTP" in text and 'src="build/a.wav"' in text
 
 
-def test_report_command_needs_an_output_and_a_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_needs_a_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("MUSICBUILD_CACHE_DIR", raising=False)
     (tmp_path / "musicbuild.yaml").write_text("version: 1\ntracks:\n  - {id: a, prompt: x, provider: local}\n")
     f = str(tmp_path / "musicbuild.yaml")
-    assert main(["-f", f, "report"]) == 2
-    assert "--junit FILE and/or --html FILE" in capsys.readouterr().err
-    assert main(["-f", f, "report", "--html", str(tmp_path / "r.html")]) == 2
-    assert "no build has been recorded" in capsys.readouterr().err
+    for extra in ([], ["--html", str(tmp_path / "r.html")]):  # the spend table, the review page
+        assert main(["-f", f, "report", *extra]) == 2
+        assert "no build has been recorded" in capsys.readouterr().err
 
 
 def test_waveform_path_is_compact_integer_min_max() -> None:

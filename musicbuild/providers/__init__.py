@@ -1,4 +1,5 @@
-"""Provider adapters, one module each, behind ``base.Provider``."""
+"""Provider adapters behind ``base.Provider``: the built-ins, one module each, and plugins, all
+found through the ``musicbuild.providers`` entry-point group (``registry.py``)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -6,29 +7,22 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..model import ProviderConfig
 from .base import Provider
-from .aigateway import AIgatewayProvider
-from .beatra import BeatraProvider
-from .local import LocalProvider
-from .sonauto import SonautoProvider
-from .verbatik import VerbatikProvider
-
-ADAPTERS: dict[str, type[Provider]] = {
-    "local": LocalProvider, "aigateway": AIgatewayProvider, "verbatik": VerbatikProvider, "sonauto": SonautoProvider,
-    "beatra": BeatraProvider,
-}
+from .catalog import ProviderInfo
+from .registry import adapter, installed
 
 
 def is_available(type_name: str) -> bool:
-    return type_name in ADAPTERS
+    return adapter(type_name) is not None
 
 
 def create_provider(config: ProviderConfig, env: Mapping[str, str], client: Any = None) -> Provider:
-    cls = ADAPTERS.get(config.type)
+    cls = adapter(config.type)
     if cls is None:
-        raise ConfigError(
-            f"provider '{config.name}': the {config.type} adapter is not available in this version of "
-            "musicbuild; only 'local' can build (plan and validate work for every type)")
+        entry = installed().get(config.type)
+        why = entry.error if entry is not None else "no installed package registers it"
+        raise ConfigError(f"provider '{config.name}': type '{config.type}' is not available ({why})",
+                          "`musicbuild providers` lists what is installed")
     return cls(config, env, client)
 
 
-__all__ = ["Provider", "create_provider", "is_available", "ADAPTERS"]
+__all__ = ["Provider", "ProviderInfo", "create_provider", "is_available", "installed"]

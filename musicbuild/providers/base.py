@@ -4,6 +4,10 @@ A provider turns a ``TrackSpec`` into audio bytes. It never touches the disk or 
 executor hands it a ``JobHandle`` through which it reports every step of a paid job (the journal's
 state machine, ``journal.py``), and stores what ``generate`` returns. Input rules are checked by
 ``check_track`` before any request.
+
+Every provider class carries its metadata as ``info`` (a ``ProviderInfo``: models, prices, limits,
+option schema). A plugin's class sets it; the built-in adapters get their row of
+``catalog.BUILTIN`` when the class is defined, so SPEC 4's table stays in one place.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any, ClassVar, Mapping, Protocol
 
 from ..model import Generation, ProviderConfig, TrackSpec
 from ..yamlsrc import Path_
-from .catalog import estimate_track
+from .catalog import BUILTIN, ProviderInfo, estimate_track
 
 
 class JobRecordView(Protocol):
@@ -61,8 +65,16 @@ class JobHandle(Protocol):
 
 class Provider(ABC):
     type: ClassVar[str]
+    info: ClassVar[ProviderInfo]
     paid: ClassVar[bool] = True  # its jobs cost money: journaled, budgeted, reported
     idempotent_create: ClassVar[bool] = False  # the service deduplicates a create sent again with its key
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "info" in cls.__dict__ and "type" not in cls.__dict__:
+            cls.type = cls.info.name
+        elif "type" in cls.__dict__ and "info" not in cls.__dict__ and cls.type in BUILTIN:
+            cls.info = BUILTIN[cls.type]
 
     def __init__(self, config: ProviderConfig, env: Mapping[str, str], client: Any = None) -> None:
         self.config = config
@@ -78,8 +90,15 @@ class Provider(ABC):
         return self.config.name
 
     def check_track(self, spec: TrackSpec) -> list[tuple[Path_, str]]:
-        """Violations of the service's documented input rules, as (field path, message)."""
-        return []
+        """Violations of the service's documented input rules, as (field path, message).
+
+        The default checks ``options`` against ``info.options_schema`` (if the class has one)."""
+        schema = getattr(self.info, "options_schema", None) if hasattr(self, "info") else None
+        if schema is None:
+            return []
+        from ..schema import validate_against
+
+        return [(("options", *path), message) for path, message in validate_against(schema, dict(spec.options))]
 
     def estimate_cost(self, spec: TrackSpec) -> float:
         return estimate_track(self.config.price, self.config.type, spec.model, spec.duration, spec.options)

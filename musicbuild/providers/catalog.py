@@ -1,56 +1,96 @@
-"""What SPEC 4's table says about each built-in provider type: pure data, no I/O.
+"""What a provider type is, as data: models, prices, limits, defaults (SPEC 4's table).
 
-The manifest uses it to fill provider configs; adapters use it for their defaults. Prices are USD
-and can be overridden per provider with ``price:``.
+``ProviderInfo`` is the metadata every provider class carries as ``info`` (built-ins get their row
+of ``BUILTIN`` below; a plugin's class sets its own). ``TYPES`` maps the *installed* type names to
+their info: the built-ins and every plugin registered under the ``musicbuild.providers`` entry-point
+group (see ``registry.py``); it is resolved on first use. Prices are USD and can be overridden per
+provider with ``price:``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Iterator, Mapping
+
+# The price terms a provider (or a manifest's `price:`) may state; several add up.
+PRICE_TERMS = ("usd_per_job", "usd_per_second", "usd_per_minute", "usd_per_song", "usd_per_extra_song",
+               "usd_per_credit")
 
 
 @dataclass(frozen=True)
-class ProviderType:
+class ProviderInfo:
     name: str
-    base_url: str | None
-    api_key_env: str | None
-    default_model: str
-    models: tuple[str, ...]  # known models; empty = any slug accepted
-    price: Mapping[str, Mapping[str, float]]  # model (or "*") -> price terms
+    base_url: str | None = None
+    api_key_env: str | None = None
+    default_model: str = "default"
+    models: tuple[str, ...] = ()  # known models; empty = any slug accepted
+    price: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: {"*": {"usd_per_job": 0.0}})
     requests_per_minute: float = 60.0
     max_concurrent: int = 4
     poll_interval: float = 5.0
     timeout: float = 1800.0  # per job; a stuck job stays journaled and the next build resumes it
     takes_reference_audio: bool = False
     max_duration: float = 600.0
-    implemented: bool = False  # hosted adapters land with issue 3
-    clips: Mapping[str, int] = field(default_factory=lambda: {"*": 1})
+    clips: Mapping[str, int] = field(default_factory=lambda: {"*": 1})  # model (or "*") -> clips per job
+    description: str = ""
+    # JSON Schema of the `options` mapping; when set, Provider.check_track checks options against it
+    options_schema: Mapping[str, Any] | None = None
+    takes_seed: bool = True  # False: a seed changes nothing, so a derived one stays out of the key
 
+
+ProviderType = ProviderInfo  # the name before plugins
 
 LOCAL_MODEL = "synth-v1"
 
-TYPES: dict[str, ProviderType] = {
+BUILTIN: dict[str, ProviderInfo] = {
     t.name: t
     for t in (
-        ProviderType("local", None, None, LOCAL_MODEL, (LOCAL_MODEL,), {"*": {"usd_per_job": 0.0}},
+        ProviderInfo("local", None, None, LOCAL_MODEL, (LOCAL_MODEL,), {"*": {"usd_per_job": 0.0}},
                      requests_per_minute=1e9, max_concurrent=2, poll_interval=0.0, timeout=600.0,
-                     implemented=True),
-        ProviderType("aigateway", "https://api.aigateway.sh", "AIGATEWAY_API_KEY",
+                     description="built-in offline synthesizer"),
+        ProviderInfo("aigateway", "https://api.aigateway.sh", "AIGATEWAY_API_KEY",
                      "sonauto/v2/text-to-music", (),
                      {"sonauto/v2/text-to-music": {"usd_per_second": 0.0013},
                       "sony-ai/mmaudio-v2-text-to-audio": {"usd_per_second": 0.0010},
-                      "*": {"usd_per_second": 0.0013}}),
-        ProviderType("verbatik", "https://api.verbatik.com", "VERBATIK_API_KEY", "sonauto-v2",
-                     (), {"*": {"usd_per_minute": 0.20}}),
+                      "*": {"usd_per_second": 0.0013}},
+                     description="AIgateway /v1/audio/music (any model slug)", takes_seed=False),
+        ProviderInfo("verbatik", "https://api.verbatik.com", "VERBATIK_API_KEY", "sonauto-v2",
+                     (), {"*": {"usd_per_minute": 0.20}}, description="Verbatik text-to-music (Sonauto v2)"),
         # 100 credits a song, 150 for two, at the Starter plan's $11 / 20,000 credits
-        ProviderType("sonauto", "https://api.sonauto.ai", "SONAUTO_API_KEY", "v2", ("v2", "v3"),
-                     {"*": {"usd_per_job": 0.055, "usd_per_extra_song": 0.0275}}),
-        ProviderType("beatra", "https://api.beatra.ai", "BEATRA_API_KEY", "suno-5.5",
+        ProviderInfo("sonauto", "https://api.sonauto.ai", "SONAUTO_API_KEY", "v2", ("v2", "v3"),
+                     {"*": {"usd_per_job": 0.055, "usd_per_extra_song": 0.0275}},
+                     description="Sonauto generations v2/v3"),
+        ProviderInfo("beatra", "https://api.beatra.ai", "BEATRA_API_KEY", "suno-5.5",
                      ("suno-5.5", "minimax-music-2.6"),
                      {"suno-5.5": {"usd_per_job": 0.080}, "minimax-music-2.6": {"usd_per_job": 0.050}},
-                     takes_reference_audio=True, clips={"suno-5.5": 2, "*": 1}),
+                     takes_reference_audio=True, clips={"suno-5.5": 2, "*": 1},
+                     description="beatra music tasks (suno, minimax)", takes_seed=False),
     )
 }
+
+
+class _Installed(Mapping[str, ProviderInfo]):
+    """The installed provider types, looked up through the plugin registry on first use."""
+
+    _found: Mapping[str, ProviderInfo] | None = None
+
+    def _infos(self) -> Mapping[str, ProviderInfo]:
+        if self._found is None:
+            from .registry import infos
+
+            self._found = infos()
+        return self._found
+
+    def __getitem__(self, name: str) -> ProviderInfo:
+        return self._infos()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos())
+
+    def __len__(self) -> int:
+        return len(self._infos())
+
+
+TYPES: Mapping[str, ProviderInfo] = _Installed()
 
 
 def clip_count(type_name: str, model: str, options: Mapping[str, object]) -> int:
@@ -114,8 +154,12 @@ def expected_length(type_name: str, model: str, duration: float) -> Length:
 
 
 def uses_seed(type_name: str, model: str) -> bool:
-    """Whether the service takes a seed: a seed it cannot use does not change what it generates."""
-    return type_name in ("local", "verbatik") or (type_name == "sonauto" and model != "v3")
+    """Whether the service takes a seed: a seed it cannot use does not change what it generates
+    (``ProviderInfo.takes_seed``; Sonauto's v3 takes none, its v2 does)."""
+    if type_name == "sonauto":
+        return model != "v3"
+    info = TYPES.get(type_name)
+    return info.takes_seed if info is not None else True
 
 
 def price_for(type_name: str, model: str) -> Mapping[str, float]:
@@ -130,3 +174,11 @@ def estimate_track(price_override: Mapping[str, float] | None, type_name: str, m
     price = price_override or price_for(type_name, model)
     seconds = expected_length(type_name, model, duration).seconds
     return estimate_cost(price, duration if seconds is None else seconds, clip_count(type_name, model, options))
+
+
+def describe_price(terms: Mapping[str, float]) -> str:
+    """``{"usd_per_second": 0.0013}`` as ``$0.0013/s``; several terms joined with ``+``."""
+    units = {"usd_per_job": "/job", "usd_per_second": "/s", "usd_per_minute": "/min per song",
+             "usd_per_song": "/song", "usd_per_extra_song": "/extra song", "usd_per_credit": "/credit"}
+    parts = [f"${value:g}{units.get(term, ' ' + term)}" for term, value in terms.items() if value]
+    return " + ".join(parts) or "free"

@@ -5,17 +5,18 @@ size+mtime is the fast path and a changed stat triggers a re-hash, so touching a
 not a build. When the cache has no record of an output (the cache was deleted, or this is a fresh
 CI runner), the lock's record counts: an output whose SHA-256 is the one ``musicbuild.lock`` pins
 for the same output key is up to date, and its record is written back. A lost cache is never a
-reason to pay.
+reason to pay. Read-only commands plan against ``read_cache``, which never creates a cache folder.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from .cache import file_sha256
-from .keys import generation_key, legacy_generation_key, output_key
+from .keys import generation_key, legacy_generation_key, output_key, output_parts, tag_fields
 from .model import Action, PlannedOutput, PlannedTrack, Reason, TrackSpec
 from .providers.catalog import expected_length
 
@@ -24,6 +25,7 @@ class CacheState(Protocol):
     def get_output(self, path: Path) -> dict[str, Any] | None: ...
     def get_generation(self, gen_key: str) -> dict[str, Any] | None: ...
     def live_job(self, gen_key: str) -> Any: ...
+    def iter_outputs(self) -> Iterator[tuple[Path, dict[str, Any]]]: ...
 
 
 class LockedState(Protocol):
@@ -31,6 +33,38 @@ class LockedState(Protocol):
 
     gen_key: str
     outputs: tuple[Any, ...]  # LockedOutput: path, clip, output_key, sha256
+
+
+class EmptyCache:
+    """The state of a cache that does not exist yet: nothing recorded, cached or pending."""
+
+    def get_output(self, path: Path) -> dict[str, Any] | None:
+        return None
+
+    def get_generation(self, gen_key: str) -> dict[str, Any] | None:
+        return None
+
+    def live_job(self, gen_key: str) -> Any:
+        return None
+
+    def iter_outputs(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        return iter(())
+
+
+def cache_exists(directory: Path) -> bool:
+    return (directory / "index" / "cache.db").is_file()
+
+
+@contextlib.contextmanager
+def read_cache(directory: Path) -> Iterator[CacheState]:
+    """The cache for reading: a folder that does not exist yet is an empty cache, not created."""
+    if not cache_exists(directory):
+        yield EmptyCache()
+        return
+    from .cache import Cache
+
+    with Cache(directory) as cache:
+        yield cache
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,23 @@ def check_output(path: Path, out_key: str, record: dict[str, Any] | None) -> Out
     return OutputCheck("modified", record)
 
 
+class EarlierOutputs:
+    """What each track wrote before, by track id; read from the cache only if a plan needs it
+    (an output with no record: a new track, or one whose ``out`` or format changed)."""
+
+    def __init__(self, cache: CacheState) -> None:
+        self.cache = cache
+        self._formats: dict[str, set[str]] | None = None
+
+    def formats(self, track_id: str) -> set[str]:
+        if self._formats is None:
+            self._formats = {}
+            for path, rec in self.cache.iter_outputs():
+                fmt = (rec.get("parts") or {}).get("format") or PurePath(path).suffix.lstrip(".").lower()
+                self._formats.setdefault(str(rec.get("track")), set()).add(fmt)
+        return self._formats.get(track_id, set())
+
+
 def check_locked_output(path: Path, out_key: str, gen_key: str, clip: int,
                         locked: Any | None) -> OutputCheck | None:
     """An output the cache has no record of, vouched for by the lock: ``ok`` (with the record to
@@ -76,29 +127,33 @@ def check_locked_output(path: Path, out_key: str, gen_key: str, clip: int,
 def plan_tracks(specs: Iterable[TrackSpec], cache: CacheState, *, force: bool = False,
                 estimate: Callable[[TrackSpec], float] = lambda spec: 0.0,
                 lock: Mapping[str, LockedState] | None = None) -> list[PlannedTrack]:
+    earlier = EarlierOutputs(cache)
     lock = lock or {}
-    return [plan_track(spec, cache, force=force, estimate=estimate, locked=lock.get(spec.id)) for spec in specs]
+    return [plan_track(spec, cache, force=force, estimate=estimate, earlier=earlier, locked=lock.get(spec.id))
+            for spec in specs]
 
 
 def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
                estimate: Callable[[TrackSpec], float] = lambda spec: 0.0,
-               locked: LockedState | None = None) -> PlannedTrack:
+               earlier: EarlierOutputs | None = None, locked: LockedState | None = None) -> PlannedTrack:
     gen_key = generation_key(spec)
-    outputs = []
-    checks = []
+    tags = tag_fields(spec)
+    keys = [output_key(gen_key, spec, out, tags) for out in spec.outputs]
     pinned = {o.path: o for o in locked.outputs} if locked is not None and locked.gen_key == gen_key else {}
-    for out in spec.outputs:
-        okey = output_key(gen_key, spec, out)
+    checks = []
+    for out, okey in zip(spec.outputs, keys):
         record = cache.get_output(out.path)
         check = check_output(out.path, okey, record)
         if record is None and check.state == "unknown":
             check = check_locked_output(out.path, okey, gen_key, out.clip, pinned.get(out.rel)) or check
         checks.append(check)
-        recovered = check.record if check.record and check.record.get("recovered_from") else None
-        outputs.append(PlannedOutput(out, okey, check.state, check.restat, recovered))
-    reasons = _output_reasons(gen_key, checks)
-    length = expected_length(spec.provider.type, spec.model, spec.duration)
-    note = length.note
+    # what the key is made of matters only to an output that will be written or explained
+    parts = output_parts(spec, tags) if any(c.state != "ok" for c in checks) or force else {}
+    outputs = [PlannedOutput(out, okey, c.state, c.restat, parts,
+                             c.record if c.record and c.record.get("recovered_from") else None)
+               for out, okey, c in zip(spec.outputs, keys, checks)]
+    reasons = _output_reasons(spec, gen_key, parts, checks, earlier or EarlierOutputs(cache))
+    note = expected_length(spec.provider.type, spec.model, spec.duration).note
     job = cache.live_job(gen_key)
     job_info = {"state": job.state, "job_id": job.job_id, "attempt": job.attempt} if job is not None else None
     if force:
@@ -117,18 +172,25 @@ def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
     return PlannedTrack(spec, gen_key, tuple(outputs), Action.GENERATE, reasons, estimate(spec), None, note)
 
 
-def _output_reasons(gen_key: str, checks: list[OutputCheck]) -> tuple[Reason, ...]:
+_PART_REASONS = {"format": Reason.FORMAT_CHANGED, "post": Reason.POST_CHANGED, "meta": Reason.METADATA_CHANGED}
+
+
+def _output_reasons(spec: TrackSpec, gen_key: str, parts: dict[str, str], checks: list[OutputCheck],
+                    earlier: EarlierOutputs) -> tuple[Reason, ...]:
     reasons: set[Reason] = set()
     for c in checks:
         if c.state == "ok":
             continue
-        if c.record is None:
-            reasons.add(Reason.NEW)
+        if c.record is None:  # nothing written here yet: a new track, or its format moved the file
+            known = earlier.formats(spec.id)
+            reasons.add(Reason.FORMAT_CHANGED if known and spec.format not in known else Reason.NEW)
             continue
         if c.record.get("gen_key") != gen_key:
             reasons.add(Reason.SPEC_CHANGED)
         elif c.state == "stale":
-            reasons.add(Reason.METADATA_CHANGED)
+            old = c.record.get("parts") or {}
+            changed = {_PART_REASONS[k] for k in _PART_REASONS if old and old.get(k) != parts[k]}
+            reasons |= changed or {Reason.METADATA_CHANGED}  # records from before parts were kept
         if c.state == "missing":
             reasons.add(Reason.OUTPUT_MISSING)
         elif c.state == "modified":
