@@ -468,16 +468,16 @@ class Executor:
                 generation = await provider.collect(job)
             record = await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed, generation, job,
                                              keep_earlier)
-            if self.remote is not None:  # the fleet's other workers wait for it in the shared cache
-                await asyncio.to_thread(self.remote.upload, [pt.gen_key], UPLOAD_WAIT)
             return generation, record
         finally:
             slots.release()
 
     def _store(self, gen_key: str, track: str, seed: int | None, generation: Generation, job: JournalJob | None,
                keep_earlier: bool) -> dict[str, Any]:
-        """Audio into the cache, then the journal says collected (in this order: a crash in between
-        leaves a ``done`` job whose generation the next build finds and marks collected)."""
+        """Audio into the cache, then into the shared cache (if any), then the journal says
+        collected. In this order: a crash in between leaves a ``done`` job, which the next build
+        (or, on an empty disk, another runner reading the shared journal) collects again for free;
+        and the fleet's other workers find the audio in the shared cache as soon as it is done."""
         provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,
                       "seed": seed, "cost_usd": generation.cost_usd, "cost_basis": generation.cost_basis,
                       "track": track}
@@ -485,6 +485,8 @@ class Executor:
             provenance["partial"] = dict(generation.partial)
         record = self.cache.put_generation(gen_key, [(c.data, c.format) for c in generation.clips], provenance,
                                            keep_earlier=keep_earlier)
+        if self.remote is not None and job is not None:
+            self.remote.upload([gen_key], UPLOAD_WAIT)
         if job is not None:
             job.collected(record, generation)
         return record

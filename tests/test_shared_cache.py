@@ -154,7 +154,9 @@ def test_a_remote_killed_mid_build_loses_nothing_and_a_later_build_uploads(
         assert proc.returncode == 0, err
         assert "warning: shared cache" in err
         assert len(list((project.root / "build").glob("*.wav"))) == 12  # the build finished locally
-        assert not [p for p in server.root.rglob("*") if p.parent.name == "ac"]  # nothing reached the dead remote
+        # jobs that finished before the remote died were written through; the rest waits for it
+        reached = len([p for p in server.root.rglob("*") if p.parent.name == "ac"])
+        assert reached < 12
         server = Nginx(tmp_path / "nginx")  # back (on a new port, same storage)
         server.start()
         try:
@@ -162,7 +164,7 @@ def test_a_remote_killed_mid_build_loses_nothing_and_a_later_build_uploads(
             creates = emu.creates
             report = project.build()
             assert set(t["action"] for t in report["tracks"]) == {"up-to-date"} and emu.creates == creates
-            assert report["remote"]["uploaded"] == 12  # what the dead remote missed
+            assert report["remote"]["uploaded"] == 12  # a new URL: nothing is marked uploaded there yet
             assert len([p for p in server.root.rglob("*") if p.parent.name == "ac"]) == 12
         finally:
             server.stop()
