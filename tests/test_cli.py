@@ -80,16 +80,22 @@ def _many(project: Project, n: int = 24) -> None:
     project.write("version: 1\ndefaults: {duration: 4, format: flac}\ntracks:\n" + tracks)
 
 
-def test_ctrl_c_exits_130_leaves_no_partial_files_and_next_build_resumes(project: Project) -> None:
-    _many(project)
-    proc = subprocess.Popen(MUSICBUILD + ["build", "-j", "2"], cwd=project.root,
+def _ctrl_c_after(project: Project, outputs: int, *args: str) -> str:
+    """``build -j 2 ARGS``, interrupted with SIGINT once ``outputs`` files are written: its stderr."""
+    proc = subprocess.Popen(MUSICBUILD + ["build", "-j", "2", *args], cwd=project.root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list((project.root / "build").glob("*.flac"))) < 3:
+    while time.monotonic() < deadline and len(list((project.root / "build").glob("*.flac"))) < outputs:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    return err
+
+
+def test_ctrl_c_exits_130_leaves_no_partial_files_and_next_build_resumes(project: Project) -> None:
+    _many(project)
+    err = _ctrl_c_after(project, 3)
     assert "Traceback" not in err
     assert not [p for p in project.root.rglob("*") if ".tmp" in p.name]
     done = sorted(p.name for p in (project.root / "build").glob("*.flac"))
@@ -105,14 +111,7 @@ def test_ctrl_c_exits_130_leaves_no_partial_files_and_next_build_resumes(project
 def test_an_interrupted_build_counts_and_locks_what_it_finished(project: Project) -> None:
     _many(project, 16)
     report = project.root / "interrupted.json"
-    proc = subprocess.Popen(MUSICBUILD + ["build", "-j", "2", "--report", str(report)], cwd=project.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list((project.root / "build").glob("*.flac"))) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    _ctrl_c_after(project, 2, "--report", str(report))
     written = {p.name[:-5] for p in (project.root / "build").glob("*.flac")}
     doc = json.loads(report.read_text())
     ok = {t["id"] for t in doc["tracks"] if t["status"] == "ok"}
