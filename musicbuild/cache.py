@@ -159,12 +159,16 @@ class Cache:
         return self.journal.live(gen_key)
 
     def legacy_jobs(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Job entries of the index-based journal of musicbuild 0.1 (moved into journal.jsonl)."""
+        """Job entries of the index-based journal of musicbuild 0.1, once: the caller moves them into
+        journal.jsonl, and the index remembers it was looked at (a scan of every key is not free)."""
+        if self.index.get("meta:journal-file") is not None:
+            return
         for key in list(self.index.iterkeys()):
             if isinstance(key, str) and key.startswith("job:"):
                 entry = self.index.get(key)
                 if isinstance(entry, dict):
                     yield key[4:], entry
+        self.index.set("meta:journal-file", 1)
 
     # -- outputs -----------------------------------------------------------------------------
     def get_output(self, path: Path) -> dict[str, Any] | None:
