@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Protocol
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 from .cache import Cache
 from .fleet import Coordination, LocalCoordination, LocalSlots
@@ -35,6 +36,11 @@ class Reporter(Protocol):
     def plan_ready(self, planned: list[PlannedTrack]) -> None: ...
     def track_started(self, planned: PlannedTrack) -> None: ...
     def track_finished(self, planned: PlannedTrack, outcome: Outcome) -> None: ...
+    def track_state(self, planned: PlannedTrack, state: str, detail: str | None = None) -> None:
+        """Where a started track is now (news for the display, no effect on the build): ``waiting``
+        (``detail``: ``cpu``, ``fleet`` another worker generates it, ``shared`` another track of this
+        build does), ``generating`` (a free provider, in-process), a paid job's ``providers.base.STAGES``
+        (``submitting``, ``queued``, ``polling``, ``downloading``), ``encoding`` (writing its outputs)."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,19 @@ class JournalJob:
     """The ``JobHandle`` of one job: each call is a journal transition; it also keeps the money
     this build learnt about the job and frees the job's slots when the service is done with it."""
 
-    def __init__(self, journal: Journal, record: JobRecord, release: Any = lambda: None) -> None:
+    def __init__(self, journal: Journal, record: JobRecord, release: Any = lambda: None,
+                 on_progress: Callable[[str], None] | None = None) -> None:
         self.journal = journal
         self.record = record
         self.release = release
         self.began_here = record.build == journal.build_id and record.state == "intent"
+        self.on_progress = on_progress
+        self.stage: str | None = None
+
+    def progress(self, stage: str) -> None:
+        if stage != self.stage and self.on_progress is not None:  # each poll says it again: tell news only
+            self.on_progress(stage)
+        self.stage = stage
 
     def _move(self, state: str, **changes: Any) -> None:
         self.record = self.journal.move(self.record, state, **changes)
@@ -210,7 +224,7 @@ class Executor:
         self.stop = asyncio.Event()
         self.jobs = LocalSlots(max(1, self.options.jobs))
         self.claimable = LocalSlots(max(1, self.options.jobs))
-        self.cpu = asyncio.Semaphore(self.options.cpu_workers)
+        self.cpu = asyncio.Semaphore(max(1, min(self.options.cpu_workers, self.options.jobs)))  # -j 1: one at a time
         await self.coord.start()
         self.per_provider: dict[str, Any] = {}
         for name, p in self.providers.items():
@@ -267,6 +281,7 @@ class Executor:
         try:
             if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
                 self.reporter.track_started(pt)
+                self.reporter.track_state(pt, "waiting", "shared")
                 record = await self._await_shared(pt.gen_key)  # another track pays for this spec
             elif pt.action in (Action.GENERATE, Action.RESUME):
                 done = self.shared[pt.gen_key] = asyncio.Event()
@@ -285,7 +300,7 @@ class Executor:
                     raise MusicbuildError("the cached generation disappeared; build again to fetch or generate it")
             written = []
             have = len(record["clips"])
-            async with self.cpu:
+            async with self._cpu_slot(pt, "encoding"):
                 for po in pt.outputs:
                     if pt.spec.clips == "all" and po.output.clip > have:
                         continue  # a clip the service did not deliver: said below
@@ -311,6 +326,15 @@ class Executor:
                 self.stop.set()
             self._outcome(pt, "failed", money, error=message, seconds=round(time.monotonic() - started, 3),
                           attempts=generation.attempts if generation else 0)
+
+    @asynccontextmanager
+    async def _cpu_slot(self, pt: PlannedTrack, state: str) -> AsyncIterator[None]:
+        """One of the CPU slots (at most one per core, and at most -j) for in-process work."""
+        if self.cpu.locked():
+            self.reporter.track_state(pt, "waiting", "cpu")
+        async with self.cpu:
+            self.reporter.track_state(pt, state)
+            yield
 
     # -- paid work ---------------------------------------------------------------------------
     async def _paid(self, pt: PlannedTrack, money: _Money) -> tuple[Generation, dict[str, Any]] | None:
@@ -354,6 +378,7 @@ class Executor:
                 raise ProviderError(f"another worker of the fleet generated this spec and it failed: {claim.detail}")
             if not announced:
                 self.reporter.track_started(pt)
+                self.reporter.track_state(pt, "waiting", "fleet")
                 announced = True
             if claim.detail == "done":
                 shared = await self._from_shared_cache(pt.gen_key)
@@ -432,8 +457,9 @@ class Executor:
             if name in self.blocked:
                 raise ProviderAuthError(self.blocked[name])
             self.reporter.track_started(pt)
-            if not provider.paid:
-                generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
+            if not provider.paid:  # in-process work: it takes a CPU slot, as encoding does
+                async with self._cpu_slot(pt, "generating"):
+                    generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
                 return generation, await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed,
                                                            generation, None, False)
             if live is None:
@@ -450,7 +476,7 @@ class Executor:
                 live = self.journal.begin(pt.gen_key, provider=name, type=provider.type, base_url=cfg.base_url or "",
                                           model=pt.spec.model, track=pt.spec.id, estimate_usd=pt.est_cost_usd,
                                           key=lambda n: provider.idempotency_key(pt.gen_key, n))
-            job = JournalJob(self.journal, live, slots.release)
+            job = JournalJob(self.journal, live, slots.release, lambda stage: self.reporter.track_state(pt, stage))
             self.handles.append(job)
             money.jobs.append(job)
             try:
@@ -463,7 +489,7 @@ class Executor:
                                             f"which is {replay.prior.state} and has no audio in the cache; "
                                             "`musicbuild build --force <track>` starts a new attempt") from None
                     return _from_record(record), record
-                job = JournalJob(self.journal, replay.prior, slots.release)
+                job = JournalJob(self.journal, replay.prior, slots.release, job.on_progress)
                 self.handles.append(job)
                 generation = await provider.collect(job)
             record = await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed, generation, job,
