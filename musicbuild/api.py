@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         model: str
         clips: int
         cost_usd: float  # the estimate for `plan`, what was charged for `build`
+        estimated_usd: float  # the plan's estimate
         seconds: float
         attempts: int
         error: str | None

@@ -164,9 +164,12 @@ class LiveReporter(QuietReporter):
         parts.append(Text(spend + (f" of {money(self.estimate)} estimated" if self.estimate else "")))
         parts.append(Text(f"{clock_text(now - self.t0)} elapsed"))
         parts.append(Text("ETA estimating…" if left is None else f"ETA {clock_text(left)}", style="cyan"))
+        text = _joined(parts, Text(" · ", style="dim"))
+        room = self.console.width - len(text) - 1
+        if room < 10:  # a narrow terminal: the numbers matter more than the bar
+            return text
         head = Table.grid(padding=(0, 1))
-        head.add_row(ProgressBar(total=max(total, 1), completed=done, width=24),
-                     *_joined(parts, Text(" · ", style="dim")))
+        head.add_row(ProgressBar(total=max(total, 1), completed=done, width=min(room, 30)), text)
         return head
 
     def _spinner(self, tid: str) -> Any:
@@ -193,8 +196,8 @@ class LiveReporter(QuietReporter):
             after = f" after {clock_text(took)}" if took else ""
             out.append(Text.assemble(("✗ ", "red"), (row["id"], "bold"), f" failed ({row['action']}{after}):"))
             out.append(Text(f"  {row['error']}"))
-        took = f"took {clock_text(self.clock() - self.t0)}"
-        out.append(Text(took + (f"; the plan estimated {money(self.estimate)}" if self.estimate else ""), style="dim"))
+        total = f"took {clock_text(self.clock() - self.t0)}"
+        out.append(Text(total + (f"; the plan estimated {money(self.estimate)}" if self.estimate else ""), style="dim"))
         return out
 
     def _brief(self, tid: str, row: TrackRow | None) -> list[Any]:
@@ -212,7 +215,7 @@ class LiveReporter(QuietReporter):
         return [Text(glyph, style=colour), tid, what, clock_text(took) if took else "", cost]
 
 
-def _joined(parts: list[Any], separator: Any) -> list[Any]:
+def _joined(parts: list[Any], separator: Any) -> Any:
     from rich.text import Text
 
-    return [Text.assemble(*[piece for i, part in enumerate(parts) for piece in ((separator, part) if i else (part,))])]
+    return Text.assemble(*[piece for i, part in enumerate(parts) for piece in ((separator, part) if i else (part,))])
