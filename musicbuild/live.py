@@ -66,7 +66,7 @@ class LiveReporter(QuietReporter):
             self.estimate = sum(row.get("estimated_usd") or 0.0 for row in event.tracks)
             self.eta.plan((row["id"], kind_of(row["action"], row["provider"])) for row in event.tracks)
         self.live = Live(console=self.console, get_renderable=self._render, transient=True,
-                         refresh_per_second=self.refresh_per_second, redirect_stdout=False, redirect_stderr=False)
+                         refresh_per_second=self.refresh_per_second, redirect_stdout=False)  # stderr lines go above it
         self.live.start()
 
     def started(self, event: Event) -> None:

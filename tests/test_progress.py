@@ -384,7 +384,8 @@ def test_ci_prints_a_line_per_finished_track_and_starts_only_with_v(project: Pro
 
 def test_ci_lines_carry_the_cost_of_paid_tracks(project: Project, env: dict[str, str]) -> None:
     with AIgatewayEmulator(time_scale=SCALE, latency=(30, 40), audio_seconds=2) as gw:
-        write_manifest(project, {"gw": provider("aigateway", gw, **FAST)}, [{"id": "a", "provider": "gw", "prompt": "a"}])
+        write_manifest(project, {"gw": provider("aigateway", gw, **FAST)},
+                       [{"id": "a", "provider": "gw", "prompt": "a"}])
         run = project.run("build", "--report", str(project.root / "r.json"))
     row = json.loads((project.root / "r.json").read_text())["tracks"][0]
     line = next(ln for ln in run.err.splitlines() if ln.startswith("[1/1]"))
