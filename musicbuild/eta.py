@@ -7,12 +7,14 @@ finished one, and the longest that best explains both the tracks that finished a
 running after the time they have run (a maximum-likelihood fit, so a wave of tracks that all
 started together, of which only the quick ones finished, is not taken for a wave of quick ones).
 
-Time left is then what a scheduler with as many lanes as tracks have ever run at once would need:
-a running track its expected rest (several of a kind spread over their possible rests, so the last
-of them is expected where the last of several usually is), a track not started yet the kind's mean
-duration. It is recomputed for the current time on every refresh, so it counts down between events
+Time left is then what a scheduler with as many lanes as tracks have worked at once on average
+would need (Little's law: with the same definition of "working" for the count and the durations,
+that average over the mean duration is the rate at which tracks finish, whatever holds them back:
+-j, the provider's limits, the CPU): a running track its expected rest (several of a kind spread
+over their possible rests, so the last of them is expected where the last of several usually is),
+a track not started yet the kind's mean duration. It is recomputed for the current time on every refresh, so it counts down between events
 and grows when a track runs longer than expected; it is unknown (None) while a kind of work that is
-left has no finished track yet.
+left has no finished track yet, or only one that tracks still running have outrun.
 """
 from __future__ import annotations
 
@@ -53,7 +55,9 @@ class Eta:
     queued: dict[str, str] = field(default_factory=dict)  # not working yet (waiting included) -> kind
     busy: dict[str, tuple[str, float]] = field(default_factory=dict)  # working -> (kind, since)
     done: dict[str, list[float]] = field(default_factory=dict)  # kind -> durations of finished tracks
-    lanes: int = 0  # the most tracks ever working at once
+    first: float | None = None  # when the first track started work
+    area: float = 0.0  # integral of the number of working tracks over time, up to ``changed``
+    changed: float = 0.0
 
     def plan(self, tracks: Iterable[tuple[str, str | None]]) -> None:
         """(id, kind) of every track of the plan."""
@@ -63,37 +67,54 @@ class Eta:
         """The track started work (not just waiting for a slot)."""
         kind = self.queued.pop(tid, None)
         if kind is not None:
+            self._count(now)
+            self.first = now if self.first is None else self.first
             self.busy[tid] = (kind, now)
-            self.lanes = max(self.lanes, len(self.busy))
 
-    def waiting(self, tid: str) -> None:
-        """A track announced as started waits before doing anything: it is not holding a lane."""
+    def waiting(self, tid: str, now: float) -> None:
+        """A track announced as started waits before doing anything: it is not working yet."""
         if tid in self.busy:
+            self._count(now)
             self.queued[tid] = self.busy.pop(tid)[0]
 
     def finished(self, tid: str, now: float, ok: bool) -> None:
         self.queued.pop(tid, None)
+        self._count(now)
         kind, since = self.busy.pop(tid, (None, now))
         if kind is not None and ok:
             self.done.setdefault(kind, []).append(now - since)
+
+    def _count(self, now: float) -> None:
+        self.area += len(self.busy) * (now - self.changed)
+        self.changed = now
+
+    def working_at_once(self, now: float) -> float:
+        """How many tracks have worked at once, on average since the first started."""
+        if self.first is None or now <= self.first:
+            return float(len(self.busy))
+        return (self.area + len(self.busy) * (now - self.changed)) / (now - self.first)
 
     def left(self, now: float) -> float | None:
         if not self.busy and not self.queued:
             return 0.0
         fits: dict[str, _Fit] = {}
         for kind in {k for k, _ in self.busy.values()} | set(self.queued.values()):
-            if kind not in self.done:
-                return None
-            fits[kind] = _fit(self.done[kind], [now - since for k, since in self.busy.values() if k == kind])
-        lanes = _running_rests(self.busy.values(), fits, now)
-        lanes += [0.0] * (max(self.lanes, 1) - len(lanes))
+            finished = self.done.get(kind, [])
+            running = [now - since for k, since in self.busy.values() if k == kind]
+            if not finished or (len(finished) == 1 and any(e > finished[0] for e in running)):
+                return None  # nothing known, or one track, outrun by others: no spread to go by
+            fits[kind] = _fit(finished, running)
+        rests = sorted(_running_rests(self.busy.values(), fits, now))
         work = [fits[kind].mean for kind in self.queued.values()]
+        lanes = max(1, round(self.working_at_once(now)))
+        # queued work goes to the lanes that free up first; tracks beyond them only finish
+        free, others = (rests + [0.0] * lanes)[:lanes], rests[lanes:]
         if len(work) > EXACT_QUEUE:
-            return max(max(lanes), (sum(lanes) + sum(work)) / len(lanes))
-        heapq.heapify(lanes)
+            return max(max(free + others), (sum(free) + sum(work)) / lanes)
+        heapq.heapify(free)
         for seconds in work:
-            heapq.heapreplace(lanes, lanes[0] + seconds)
-        return max(lanes)
+            heapq.heapreplace(free, free[0] + seconds)
+        return max(free + others)
 
 
 def _running_rests(busy: Iterable[tuple[str, float]], fits: dict[str, _Fit], now: float) -> list[float]:

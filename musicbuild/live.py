@@ -85,8 +85,8 @@ class LiveReporter(QuietReporter):
             if event.state != "waiting":
                 self.worked.add(tid)
                 self.eta.working(tid, self.clock())
-            elif tid not in self.worked:  # announced, but waiting for a slot: no lane taken yet
-                self.eta.waiting(tid)
+            elif tid not in self.worked:  # announced, but waiting for a slot: not working yet
+                self.eta.waiting(tid, self.clock())
 
     def finished(self, event: Event) -> None:
         row = event.track

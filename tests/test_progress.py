@@ -83,13 +83,17 @@ def test_eta_grows_while_a_track_overruns_instead_of_freezing() -> None:
     from musicbuild.eta import Eta
 
     eta = Eta()
-    eta.plan([(t, "gw") for t in "ab"])
+    eta.plan([(t, "gw") for t in "abc"])
     eta.working("a", 0.0)
     eta.finished("a", 10.0, ok=True)
     eta.working("b", 10.0)
-    lefts = [eta.left(10.0 + s) for s in (0.0, 5.0, 10.0, 20.0, 30.0)]
-    assert lefts[:3] == pytest.approx([10.0, 5.0, 0.0])  # as long as the one before: due now
-    assert 0 < lefts[3] < lefts[4]  # type: ignore[operator]  # longer: then it is a longer kind than we knew
+    assert eta.left(15.0) == pytest.approx(15.0)  # b 5 s more, then c 10 s (one at a time so far)
+    assert eta.left(21.0) is None  # one finished track, outrun by another: no spread to go by
+    eta.finished("b", 22.0, ok=True)  # 10 s and 12 s
+    eta.working("c", 22.0)
+    lefts = [eta.left(22.0 + s) for s in (0.0, 11.0, 12.0, 14.0, 20.0)]
+    assert lefts[:3] == pytest.approx([11.0, 0.5, 0.5])  # the mean; then due within the spread seen
+    assert 0 < lefts[3] < lefts[4]  # type: ignore[operator]  # longer still: a longer kind than we knew
 
 
 # -- the live display in a pseudo-terminal, on a fake clock ----------------------------------
