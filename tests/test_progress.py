@@ -308,6 +308,17 @@ def test_every_hosted_track_reports_its_stages_in_order(project: Project, env: d
     assert kinds[0] == "planned" and kinds.count("started") == 2 and kinds.count("finished") == 2
 
 
+def test_a_track_sharing_another_ones_generation_says_it_waits_for_it(project: Project) -> None:
+    project.write("version: 1\ndefaults: {provider: local, duration: 1, seed: 7}\ntracks:\n"
+                  "  - {id: theme-wav, prompt: theme, format: wav}\n  - {id: theme-mp3, prompt: theme, format: mp3}\n")
+    events: list[musicbuild.Event] = []
+    assert musicbuild.build(project.manifest, on_event=events.append).ok
+    states = {tid: [(e.state, e.detail) for e in events if e.kind == "state" and e.track and e.track["id"] == tid]
+              for tid in ("theme-wav", "theme-mp3")}
+    assert states["theme-wav"][0] == ("generating", None)
+    assert states["theme-mp3"][0] == ("waiting", "shared") and ("generating", None) not in states["theme-mp3"]
+
+
 def _in_order(wanted: list[str], seen: list[Any]) -> bool:
     it = iter(seen)
     return all(any(s == w for s in it) for w in wanted)
