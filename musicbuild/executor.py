@@ -1,8 +1,10 @@
 """Run a plan: the only async part of musicbuild (SPEC 5).
 
 Every track is one coroutine. A paid job holds a global slot (``-j``) and a slot of its provider
-(``max_concurrent``) until the service says it finished; CPU-bound materialization runs in
-threads, at most one per core. A failure is a value (a failed ``Outcome``); without
+(``max_concurrent``) until the service says it finished; CPU-bound work (a free provider's
+render, materialization) runs in threads, at most one per core and at most ``-j`` (so ``-j 1``
+does one thing at a time). Where a track is goes to the reporter as ``track_state`` (news only).
+A failure is a value (a failed ``Outcome``); without
 ``keep_going`` it stops new work from starting, and tracks that never started are skipped.
 
 Money: every paid job moves through the journal (``journal.py``) by a ``JournalJob`` handle, the
