@@ -43,6 +43,7 @@ class LiveReporter(QuietReporter):
         self.live: Any = None
         self.plan: dict[str, TrackRow] = {}
         self.results: dict[str, TrackRow] = {}  # finished tracks' report rows
+        self.failed: list[TrackRow] = []
         self.running: dict[str, float] = {}  # started, not finished -> when it started
         self.took: dict[str, float] = {}  # finished -> seconds from its start
         self.states: dict[str, tuple[str | None, str | None]] = {}
@@ -94,6 +95,8 @@ class LiveReporter(QuietReporter):
         with self.lock:
             tid = row["id"]
             self.results[tid] = row
+            if row["status"] == "failed":
+                self.failed.append(row)
             self.spent += row.get("cost_usd") or 0.0
             since = self.running.pop(tid, None)
             if since is not None:
@@ -144,8 +147,7 @@ class LiveReporter(QuietReporter):
             counts += [f"{waiting} waiting to start"] if waiting > 0 else []
             if counts:
                 lines.append(Text("  " + ", ".join(counts), style="dim"))
-            failed = [row for row in self.results.values() if row["status"] == "failed"]
-            for row in failed[-3:]:
+            for row in self.failed[-3:]:
                 lines.append(Text(f"✗ {row['id']}: {row['error']}", style="red", no_wrap=True, overflow="ellipsis"))
             return Group(*lines)
 
@@ -155,11 +157,10 @@ class LiveReporter(QuietReporter):
         from rich.text import Text
 
         done, total = len(self.results), len(self.plan)
-        failed = sum(1 for row in self.results.values() if row["status"] == "failed")
         left = self.eta.left(now)
         parts = [Text(f"{done}/{total}", style="bold")]
-        if failed:
-            parts.append(Text(f"{failed} failed", style="red"))
+        if self.failed:
+            parts.append(Text(f"{len(self.failed)} failed", style="red"))
         spend = f"spent {money(self.spent)}"
         parts.append(Text(spend + (f" of {money(self.estimate)} estimated" if self.estimate else "")))
         parts.append(Text(f"{clock_text(now - self.t0)} elapsed"))
@@ -185,13 +186,12 @@ class LiveReporter(QuietReporter):
         from rich.text import Text
 
         out: list[Any] = []
-        rows = [self.results.get(tid) for tid in self.plan]
         if len(self.plan) <= self.small_build:
             table = Table.grid(padding=(0, 1))
-            for tid, row in zip(self.plan, rows):
-                table.add_row(*self._brief(tid, row))
+            for tid in self.plan:
+                table.add_row(*self._brief(tid, self.results.get(tid)))
             out.append(table)
-        for row in (r for r in rows if r is not None and r["status"] == "failed"):
+        for row in self.failed:
             took = self.took.get(row["id"], row.get("seconds") or 0.0)
             after = f" after {clock_text(took)}" if took else ""
             out.append(Text.assemble(("✗ ", "red"), (row["id"], "bold"), f" failed ({row['action']}{after}):"))
