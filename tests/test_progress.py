@@ -293,8 +293,9 @@ def test_a_real_build_on_a_terminal_shows_provider_states_and_the_final_screen(p
 
 # -- the states a track goes through (public events, against an emulator) ---------------------
 def test_every_hosted_track_reports_its_stages_in_order(project: Project, env: dict[str, str]) -> None:
-    # latency 100 s: the service says queued for its first 10 s, and the first poll comes at 3 s
-    with AIgatewayEmulator(time_scale=SCALE, latency=100, audio_seconds=2) as gw:
+    # latency 400 s: the service says queued for its first 40 s (120 ms real: room for a loaded
+    # machine), and the first poll comes at 3 s
+    with AIgatewayEmulator(time_scale=SCALE, latency=400, audio_seconds=2) as gw:
         write_manifest(project, {"gw": provider("aigateway", gw, **FAST)},
                        [{"id": t, "provider": "gw", "prompt": t} for t in ("a", "b")])
         events: list[musicbuild.Event] = []
