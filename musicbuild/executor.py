@@ -499,14 +499,8 @@ class Executor:
         return record
 
     def _reconcile(self) -> None:
-        """Bring the journal up to date with the cache before any work: jobs of musicbuild 0.1's
-        index journal move in, and a job whose audio reached the cache just before a crash (the
-        journal still says submitted/done) is collected."""
-        legacy = [legacy_record(key, entry, self.journal.build_id) for key, entry in self.cache.legacy_jobs()]
-        if legacy:
-            self.journal.import_records(legacy)
-            for rec in legacy:
-                self.cache.index.delete("job:" + rec.gen_key)
+        """Bring the journal up to date with the cache before any work: a job whose audio reached
+        the cache just before a crash (the journal still says submitted/done) is collected."""
         for rec in self.journal.records():
             if rec.state not in ("submitted", "done") or not rec.job_id:
                 continue
@@ -573,18 +567,6 @@ class _Slots:
         while self.held:
             pool, token = self.held.pop()
             pool.release(token)
-
-
-def legacy_record(gen_key: str, entry: Mapping[str, Any], build: str) -> JobRecord:
-    """A job of the 0.1 index journal: submitted if it had a job id, else an ambiguous create."""
-    poll = {k: v for k, v in entry.items() if k not in ("provider", "type", "state", "job_id", "model",
-                                                         "submitted_cost", "recorded_at")}
-    job_id = entry.get("job_id")
-    return JobRecord(gen_key=gen_key, attempt=0, state="submitted" if job_id else "ambiguous",
-                     provider=str(entry.get("provider", "")), type=str(entry.get("type", "")), base_url="",
-                     model=str(entry.get("model", "")), track="", build=build, job_id=job_id, poll=poll,
-                     charged_usd=entry.get("submitted_cost"), error=None if job_id else "an earlier build",
-                     created_at=float(entry.get("recorded_at", 0)), updated_at=float(entry.get("recorded_at", 0)))
 
 
 def _check_delivered(pt: PlannedTrack, record: Mapping[str, Any]) -> None:
