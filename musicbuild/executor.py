@@ -1,7 +1,9 @@
 """Run a plan: the only async part of musicbuild (SPEC 5).
 
 Every track is one coroutine. Generations hold a global slot (``-j``) and a slot of their
-provider (``max_concurrent``); CPU-bound materialization runs in threads, at most one per core.
+provider (``max_concurrent``); CPU work runs in threads holding a CPU slot (one per core, at most
+``-j``): materializing, and the ``local`` provider's rendering, which keeps its slot until its
+outputs are written, so rendered audio never waits in memory for a slot.
 A failure is a value (a failed ``Outcome``); without ``keep_going`` it stops new work from
 starting, and tracks that never started are reported as skipped.
 """
@@ -10,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Protocol
 
 from .cache import Cache
 from .errors import MusicbuildError, ProviderAuthError, ProviderError
 from .providers.http import DEFAULT_TIMEOUT
 from .providers.hosted import RemoteJobFailed
-from .materialize import materialize
+from .materialize import TakeAudio, materialize
 from .model import Action, Generation, Outcome, PlannedTrack
 from .providers.base import Provider
 
@@ -48,7 +50,7 @@ class Executor:
     async def run(self, planned: list[PlannedTrack]) -> list[Outcome]:
         self.stop = asyncio.Event()
         self.jobs = asyncio.Semaphore(max(1, self.options.jobs))
-        self.cpu = asyncio.Semaphore(self.options.cpu_workers)
+        self.cpu = asyncio.Semaphore(max(1, min(self.options.jobs, self.options.cpu_workers)))
         self.per_provider = {name: asyncio.Semaphore(p.config.max_concurrent) for name, p in self.providers.items()}
         self.blocked: dict[str, str] = {}  # provider name -> auth error message
         self.committed = 0.0  # USD spent or in flight, for --max-cost
@@ -85,6 +87,8 @@ class Executor:
             return
         started = time.monotonic()
         generation: Generation | None = None
+        cpu = _CpuSlot(self.cpu)
+        blobs: dict[str, bytes] = {}
         try:
             record = None
             if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
@@ -93,21 +97,25 @@ class Executor:
             elif pt.action in (Action.GENERATE, Action.RESUME):
                 done = self.shared[pt.gen_key] = asyncio.Event()
                 try:
-                    generation = await self._generate(pt)
+                    generation = await self._generate(pt, cpu)
                     if generation is None:
                         return  # skipped while waiting for a slot
                     record = await asyncio.to_thread(self._store, pt, generation)
                     self.shared_records[pt.gen_key] = record
+                    if cpu.held:  # materialized next, from the bytes in hand: no read-back
+                        blobs = {c["sha256"]: clip.data for c, clip in zip(record["clips"], generation.clips)}
+                    generation = replace(generation, clips=())  # cached now: hold no audio while waiting
                 finally:
                     done.set()
             else:
                 self.reporter.track_started(pt)
                 record = self.cache.get_generation(pt.gen_key)
             written = []
-            async with self.cpu:
-                for po in pt.outputs:
-                    if po.state != "ok" or pt.action is not Action.MATERIALIZE:
-                        written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po))
+            takes = TakeAudio(self.cache, record, blobs)
+            await cpu.acquire()
+            for po in pt.outputs:
+                if po.state != "ok" or pt.action is not Action.MATERIALIZE:
+                    written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po, takes))
             self._outcome(pt, "ok", clips=len(record["clips"]), seconds=round(time.monotonic() - started, 3),
                           cost_usd=generation.cost_usd if generation else 0.0,
                           attempts=generation.attempts if generation else 0,
@@ -126,8 +134,10 @@ class Executor:
             self._outcome(pt, "failed", error=message, seconds=round(time.monotonic() - started, 3),
                           cost_usd=generation.cost_usd if generation else 0.0,
                           attempts=generation.attempts if generation else 0)
+        finally:
+            cpu.release()
 
-    async def _generate(self, pt: PlannedTrack) -> Generation | None:
+    async def _generate(self, pt: PlannedTrack, cpu: "_CpuSlot") -> Generation | None:
         name = pt.spec.provider.name
         provider = self.providers[name]
         slots = _Slots(self.jobs, self.per_provider[name])
@@ -138,6 +148,8 @@ class Executor:
                 return None
             if name in self.blocked:
                 raise ProviderAuthError(self.blocked[name])
+            if pt.spec.provider.type == "local":
+                await cpu.acquire()  # renders in-process: CPU work (taken after the job slots: no lock-order cycle)
             self.reporter.track_started(pt)
             if pt.action is Action.RESUME:
                 job = self.cache.pending_job(pt.gen_key) or {}
@@ -184,6 +196,25 @@ class Executor:
         provenance = {"provider": generation.provider, "model": generation.model, "job_id": generation.job_id,
                       "seed": pt.spec.seed, "cost_usd": generation.cost_usd, "track": pt.spec.id}
         return self.cache.put_generation(pt.gen_key, [(c.data, c.format) for c in generation.clips], provenance)
+
+
+class _CpuSlot:
+    """A track's CPU slot: taken once (before a local render, or before materializing), released
+    when the track's work ends."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = False
+
+    async def acquire(self) -> None:
+        if not self.held:
+            await self.semaphore.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
 
 
 class _Slots:
