@@ -1,7 +1,7 @@
 """Materialization throughput: what writing an output costs, stage by stage, next to the raw encoder.
 
     python bench/materialize.py [--seconds 30] [--runs 3] [--tracks 1000] [--track-seconds 5]
-                                [--skip-frozen] [--memory 100,400]
+                                [--skip-per-output] [--skip-frozen] [--memory 100,400]
 
 1. Per output (one cached ``local`` track of --seconds, every format): the real ``materialize()``
    with its stages timed in CPU seconds (median of --runs): decode (read + verify the cached blob,
@@ -88,13 +88,15 @@ class StageClock:
 
     def __init__(self) -> None:
         self.spent = dict.fromkeys(STAGES, 0.0)
+        self.calls: dict[str, int] = {}  # function name -> outermost calls
         self.local = threading.local()
 
-    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, stage: str, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         def timed(*a: Any, **kw: Any) -> Any:
             if getattr(self.local, "busy", False):
                 return fn(*a, **kw)
             self.local.busy = True
+            self.calls[name] = self.calls.get(name, 0) + 1
             t0 = time.thread_time()
             try:
                 return fn(*a, **kw)
@@ -108,8 +110,8 @@ class StageClock:
         saved = [(mod, name, getattr(mod, name)) for pairs in self.TARGETS.values() for mod, name in pairs]
         for stage, pairs in self.TARGETS.items():
             for mod, name in pairs:
-                setattr(mod, name, self.wrap(stage, getattr(mod, name)))
-        cache.read_blob = self.wrap("decode", cache.read_blob)  # reading + verifying the blob is decoding's
+                setattr(mod, name, self.wrap(stage, getattr(mod, name), name))
+        cache.read_blob = self.wrap("decode", cache.read_blob, "read_blob")  # reading + verifying the blob is decoding's
         try:
             yield
         finally:
@@ -169,7 +171,8 @@ def per_output(seconds: float, runs: int) -> None:
                     t0 = time.thread_time()
                     materialize(cache, pt.spec, pt.gen_key, record, pt.outputs[0])
                     total = time.thread_time() - t0
-                samples.append({**clock.spent, "write": total - sum(clock.spent.values()), "total": total})
+                samples.append({**clock.spent, "write": total - sum(clock.spent.values()), "total": total,
+                                "encodes": clock.calls.get("encode_bytes", 0), "decodes": clock.calls.get("decode", 0)})
             rows[pt.spec.id] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
         anchors: dict[str, float] = {}
         for fmt in FORMATS if have_ffmpeg else ():
@@ -196,14 +199,15 @@ def per_output(seconds: float, runs: int) -> None:
     copy_cpu, copy_wall = (statistics.median(c[i] for c in copies) for i in (0, 1))
     print(f"\n1. One output of a {seconds:g} s track (cached FLAC {blob.stat().st_size / 1e6:.1f} MB), "
           f"CPU seconds, median of {runs}")
-    print("| output | decode | process | encode | tag | write | total | ffmpeg, same file | ratio | plain copy |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| output | decode | process | encode | tag | write | total | ffmpeg, same file | ratio | plain copy | decodes, encodes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         fmt = name.split("-")[1]
         anchor = anchors.get(fmt)
         ratio = f"{row['total'] / anchor:.2f}x" if anchor else "n/a"
         print(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in (*STAGES, "write", "total"))
-              + f" | {anchor if anchor else float('nan'):.3f} | {ratio} | {copy_cpu:.4f} ({copy_wall * 1e3:.0f} ms wall) |")
+              + f" | {anchor if anchor else float('nan'):.3f} | {ratio} | {copy_cpu:.4f} ({copy_wall * 1e3:.0f} ms wall)"
+              + f" | {row['decodes']:.0f}, {row['encodes']:.0f} |")
     lame_cpu = statistics.median(lame)
     mp3 = rows["plain-mp3"]["total"]
     print(f"mp3: the LAME the wheels ship (PyAV libmp3lame, in-process, from memory) takes {lame_cpu:.3f} s: "
@@ -294,11 +298,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tracks", type=int, default=1000, help="frozen assembly size")
     ap.add_argument("--track-seconds", type=float, default=5.0, help="length of each frozen-assembly track")
+    ap.add_argument("--skip-per-output", action="store_true")
     ap.add_argument("--skip-frozen", action="store_true")
     ap.add_argument("--memory", default="", help="comma-separated cold-build sizes for peak RSS, e.g. 100,400")
     args = ap.parse_args()
     print(f"machine: {machine()}; ffmpeg: {shutil.which('ffmpeg') or 'not installed'}")
-    per_output(args.seconds, args.runs)
+    if not args.skip_per_output:
+        per_output(args.seconds, args.runs)
     if not args.skip_frozen:
         frozen(args.tracks, args.track_seconds)
     if args.memory:

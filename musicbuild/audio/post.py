@@ -258,26 +258,30 @@ def _limiter_gain(peak: np.ndarray, rate: int, ceiling_db: float) -> np.ndarray 
     return _moving_average(held, 2 * half + 1) if half else held
 
 
-def _normalize(x: np.ndarray, rate: int, target: float, ceiling: float) -> np.ndarray:
-    """Gain to ``target`` LUFS with the true peak kept under ``ceiling`` dBTP (limiting as needed)."""
+def _normalize(x: np.ndarray, rate: int, target: float,
+               ceiling: float) -> tuple[np.ndarray, float | None, float | None]:
+    """Gain to ``target`` LUFS with the true peak kept under ``ceiling`` dBTP (limiting as needed).
+
+    Returns the samples with their integrated loudness and true peak where those are already
+    known from the measurements made here (None where they are not), so nothing is measured twice."""
     measured = integrated_loudness(x, rate)
     if measured is None:
-        return x  # undefined loudness (too short / silent): leave the level alone
+        return x, None, None  # undefined loudness (too short / silent): leave the level alone
     envelope = _peak_envelope(x, rate)
     gain_db = target - measured
-    y = x
+    y, got = x, None
     for _ in range(_MAX_ROUNDS):
         level = 10.0 ** (gain_db / 20.0)
         gain = _limiter_gain(envelope * level, rate, ceiling - _LIMIT_MARGIN_DB)
-        if gain is None:
-            y = x * level  # pure gain: loudness is exactly measured + gain_db
-            break
+        if gain is None:  # pure gain: loudness and true peak scale with it
+            peak = float(envelope.max()) * level
+            return x * level, measured + gain_db, 20.0 * math.log10(peak) if peak > 0 else None
         y = x * (level * gain)[:, None]
         got = integrated_loudness(y, rate)
         if got is None or abs(got - target) <= _TOLERANCE_LU:
             break
         gain_db += target - got
-    return y
+    return y, got, None  # limited: the gain envelope moved the true peak, measure it on the result
 
 
 # --- public API -------------------------------------------------------------------
@@ -309,16 +313,19 @@ def process(samples: np.ndarray, sample_rate: int, post: PostSpec) -> Processed:
         x = _loop(x, cross)
         loop = (0, int(x.shape[0]))
 
-    out = x
+    loudness = peak = None
     if post.loudness is not None:
-        out = _normalize(x, rate, float(post.loudness[0]), float(post.loudness[1]))
-    out = np.ascontiguousarray(out, dtype=np.float32)
-    peak = true_peak_db(out, rate)
+        x, loudness, peak = _normalize(x, rate, float(post.loudness[0]), float(post.loudness[1]))
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    if peak is None:
+        peak = true_peak_db(out, rate)
+    if loudness is None:
+        loudness = integrated_loudness(out, rate)
     if post.loudness is not None and peak is not None and peak > post.loudness[1] - 0.05:
-        # Safety net: never exceed the ceiling, whatever the limiter left behind. The true peak
-        # scales with the gain, so it is known without oversampling again.
-        scale = np.float32(10.0 ** ((post.loudness[1] - 0.05 - peak) / 20.0))
-        out *= scale
-        peak += 20.0 * math.log10(float(scale))
-    return Processed(samples=out, sample_rate=rate, loudness_lufs=integrated_loudness(out, rate),
-                     true_peak_db=peak, loop=loop)
+        # Safety net: never exceed the ceiling, whatever the limiter left behind. True peak and
+        # loudness both move by the gain, so neither is measured again.
+        scale_db = post.loudness[1] - 0.05 - peak
+        out *= np.float32(10.0 ** (scale_db / 20.0))
+        peak += scale_db
+        loudness = None if loudness is None else loudness + scale_db
+    return Processed(samples=out, sample_rate=rate, loudness_lufs=loudness, true_peak_db=peak, loop=loop)
