@@ -254,6 +254,14 @@ def frozen(n: int, seconds: float) -> None:
         with ThreadPoolExecutor(cores) as pool:
             list(pool.map(encode, enumerate(blobs)))
         anchors["ffmpeg"] = (time.perf_counter() - t0, children_cpu() - c0)
+    def codec_only(blob: Path) -> None:  # what any encoder must do: decode the blob, encode mp3
+        samples, rate = convert.decode(blob)
+        convert.encode_bytes(samples, rate, "mp3")
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(codec_only, blobs))
+    anchors["codec"] = (time.perf_counter() - t0, time.process_time() - c0)
     (work / "copy").mkdir()
     t0, c0 = time.perf_counter(), time.process_time()
     for i, blob in enumerate(blobs):
@@ -264,17 +272,19 @@ def frozen(n: int, seconds: float) -> None:
     anchors["copy"] = (time.perf_counter() - t0, time.process_time() - c0)
     print(f"\n3. Frozen assembly of {n} cached {seconds:g} s tracks to mp3 ({cores} cores; "
           f"cache fill: cold build to wav {fill['wall']:.1f} s)")
-    print("| | wall | wall per output | CPU | CPU per output | vs ffmpeg CPU | vs ffmpeg wall |")
-    print("|---|---|---|---|---|---|---|")
-    ff = anchors.get("ffmpeg")
+    print("| | wall | wall per output | CPU | CPU per output | CPU vs wheels' codecs | CPU vs ffmpeg | wall vs ffmpeg |")
+    print("|---|---|---|---|---|---|---|---|")
+    ff, codec = anchors.get("ffmpeg"), anchors["codec"]
 
     def line(name: str, wall: float, cpu: float) -> None:
         vs = f" {cpu / ff[1]:.2f}x | {wall / ff[0]:.2f}x |" if ff else " n/a | n/a |"
-        print(f"| {name} | {wall:.1f} s | {wall / n * 1e3:.1f} ms | {cpu:.1f} s | {cpu / n * 1e3:.1f} ms |{vs}")
+        print(f"| {name} | {wall:.1f} s | {wall / n * 1e3:.1f} ms | {cpu:.1f} s | {cpu / n * 1e3:.1f} ms "
+              f"| {cpu / codec[1]:.2f}x |{vs}")
 
     line("`musicbuild build --frozen`", got["wall"], got["cpu"])
+    line(f"wheels' codecs alone (libsndfile FLAC decode + LAME), {cores} threads, in-process", *codec)
     if ff:
-        line(f"ffmpeg libmp3lame, {cores} at a time", *ff)
+        line(f"system ffmpeg (libmp3lame), {cores} processes at a time", *ff)
     line("plain copy + fsync of each blob", *anchors["copy"])
     print(f"peak RSS of the frozen build: {got['rss_mb']:.0f} MB")
     shutil.rmtree(work, ignore_errors=True)
