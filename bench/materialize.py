@@ -64,16 +64,33 @@ def children_cpu() -> float:
 
 
 def cli(folder: Path, *args: str, cache: Path | None = None) -> dict[str, float]:
-    """Run ``musicbuild`` in a fresh process; its wall time, CPU (all threads) and peak RSS."""
+    """Run ``musicbuild`` in a fresh process: its wall time, CPU (all threads), peak RSS, and how
+    long its threads sat runnable waiting for a core (Linux schedstat: the machine's other load)."""
     env = {**ENV, "MUSICBUILD_CACHE_DIR": str(cache)} if cache else ENV
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "musicbuild", "-q", *args], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    waited: dict[str, int] = {}
+    done = threading.Event()
+
+    def sample() -> None:  # per thread, the last reading before it exits
+        while not done.wait(0.05):
+            for stat in Path(f"/proc/{proc.pid}/task").glob("*/schedstat"):
+                try:
+                    waited[stat.parent.name] = int(stat.read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    sampler.join()
     wall = time.perf_counter() - t0
     if status != 0:
         sys.exit(f"musicbuild {' '.join(args)} failed:\n{proc.stderr.read().decode()[-3000:] if proc.stderr else ''}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+            "waited": sum(waited.values()) / 1e9}
 
 
 # --- 1 + 2: one output, stage by stage ---------------------------------------------------------
@@ -286,7 +303,8 @@ def frozen(n: int, seconds: float) -> None:
     if ff:
         line(f"system ffmpeg (libmp3lame), {cores} processes at a time", *ff)
     line("plain copy + fsync of each blob", *anchors["copy"])
-    print(f"peak RSS of the frozen build: {got['rss_mb']:.0f} MB")
+    print(f"peak RSS of the frozen build: {got['rss_mb']:.0f} MB; its threads were runnable but waiting for a core "
+          f"(other load on the machine) for {got['waited']:.1f} s in all, on a CPU for {got['cpu']:.1f} s")
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -298,7 +316,8 @@ def memory(sizes: list[int]) -> None:
         work = Path(tempfile.mkdtemp(prefix="mb-rss-"))
         (work / "musicbuild.yaml").write_text(many(n, 10, "mp3"))
         got = cli(work, "build")
-        print(f"   {n} tracks: peak RSS {got['rss_mb']:.0f} MB, wall {got['wall']:.1f} s, CPU {got['cpu']:.1f} s")
+        print(f"   {n} tracks: peak RSS {got['rss_mb']:.0f} MB, wall {got['wall']:.1f} s, CPU {got['cpu']:.1f} s, "
+              f"waiting for a core {got['waited']:.1f} s")
         shutil.rmtree(work, ignore_errors=True)
 
 
