@@ -25,7 +25,7 @@ from .cache import Cache
 from .fleet import Coordination, LocalCoordination, LocalSlots
 from .errors import AmbiguousCreate, JobGone, MusicbuildError, ProviderAuthError, ProviderError, RemoteJobFailed
 from .journal import POSSIBLY_PAID, JobRecord, Journal
-from .materialize import materialize
+from .materialize import TakeAudio, materialize
 from .model import Action, Generation, Outcome, PlannedTrack
 from .providers.base import Provider
 from .providers.http import DEFAULT_TIMEOUT
@@ -210,7 +210,7 @@ class Executor:
         self.stop = asyncio.Event()
         self.jobs = LocalSlots(max(1, self.options.jobs))
         self.claimable = LocalSlots(max(1, self.options.jobs))
-        self.cpu = asyncio.Semaphore(self.options.cpu_workers)
+        self.cpu = asyncio.Semaphore(max(1, min(self.options.jobs, self.options.cpu_workers)))
         await self.coord.start()
         self.per_provider: dict[str, Any] = {}
         for name, p in self.providers.items():
@@ -264,6 +264,8 @@ class Executor:
         started = time.monotonic()
         money = _Money()
         generation: Generation | None = None
+        cpu = _CpuSlot(self.cpu)
+        blobs: dict[str, bytes] = {}
         try:
             if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
                 self.reporter.track_started(pt)
@@ -271,11 +273,14 @@ class Executor:
             elif pt.action in (Action.GENERATE, Action.RESUME):
                 done = self.shared[pt.gen_key] = asyncio.Event()
                 try:
-                    paid = await self._paid(pt, money)
+                    paid = await self._paid(pt, money, cpu)
                     if paid is None:
                         return  # skipped while waiting for a slot, or by the budget
                     generation, record = paid
                     self.shared_records[pt.gen_key] = record
+                    if cpu.held and generation.clips:  # materialized next, from the bytes in hand: no read-back
+                        blobs = {c["sha256"]: clip.data for c, clip in zip(record["clips"], generation.clips)}
+                    generation = replace(generation, clips=())  # cached now: hold no audio while waiting
                 finally:
                     done.set()
             else:
@@ -285,12 +290,14 @@ class Executor:
                     raise MusicbuildError("the cached generation disappeared; build again to fetch or generate it")
             written = []
             have = len(record["clips"])
-            async with self.cpu:
-                for po in pt.outputs:
-                    if pt.spec.clips == "all" and po.output.clip > have:
-                        continue  # a clip the service did not deliver: said below
-                    if po.state != "ok" or pt.action is not Action.MATERIALIZE:
-                        written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po))
+            takes = TakeAudio(self.cache, record, blobs)
+            await cpu.acquire()
+            for po in pt.outputs:
+                if pt.spec.clips == "all" and po.output.clip > have:
+                    continue  # a clip the service did not deliver: said below
+                if po.state != "ok" or pt.action is not Action.MATERIALIZE:
+                    written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po,
+                                                           takes))
             _check_delivered(pt, record)
             extra = _delivery_facts(written)
             if generation is not None and generation.partial:
@@ -311,13 +318,16 @@ class Executor:
                 self.stop.set()
             self._outcome(pt, "failed", money, error=message, seconds=round(time.monotonic() - started, 3),
                           attempts=generation.attempts if generation else 0)
+        finally:
+            cpu.release()
 
     # -- paid work ---------------------------------------------------------------------------
-    async def _paid(self, pt: PlannedTrack, money: _Money) -> tuple[Generation, dict[str, Any]] | None:
+    async def _paid(self, pt: PlannedTrack, money: _Money,
+                    cpu: "_CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
         """The key's paid work, by the worker of the fleet that claims it (always us alone)."""
         provider = self.providers[pt.spec.provider.name]
         if not provider.paid:
-            return await self._run(pt, provider, None, money)
+            return await self._run(pt, provider, None, money, cpu=cpu)
         elsewhere = await self._claim(pt)
         if elsewhere is not False:
             return elsewhere  # another worker's generation (or None: skipped)
@@ -420,7 +430,7 @@ class Executor:
                 "dashboard; `musicbuild build --force <track>` submits again")
 
     async def _run(self, pt: PlannedTrack, provider: Provider, live: JobRecord | None, money: _Money,
-                   keep_earlier: bool = False) -> tuple[Generation, dict[str, Any]] | None:
+                   keep_earlier: bool = False, cpu: "_CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
         """One job under its slots: a new attempt (``live`` None) or a journaled job to finish."""
         name = pt.spec.provider.name
         slots = _Slots(self.jobs, self.per_provider[name])
@@ -433,6 +443,8 @@ class Executor:
                 raise ProviderAuthError(self.blocked[name])
             self.reporter.track_started(pt)
             if not provider.paid:
+                if cpu is not None:  # renders in-process: CPU work (taken after the job slots: no lock-order cycle)
+                    await cpu.acquire()
                 generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
                 return generation, await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed,
                                                            generation, None, False)
@@ -548,6 +560,25 @@ class Executor:
             slots.release()
         row.update(cost_usd=round(job.cost, 6), charged_usd=round(job.charged, 6))
         self.collected.append(row)
+
+
+class _CpuSlot:
+    """A track's CPU slot: taken once (before a local render, or before materializing), released
+    when the track's work ends, so rendered audio never waits in memory for a core."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = False
+
+    async def acquire(self) -> None:
+        if not self.held:
+            await self.semaphore.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
 
 
 class _Slots:
