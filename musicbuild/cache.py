@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import CacheError
-from .journal import Journal, JobRecord
+from .journal import Journal, JobRecord, legacy_record
 
 
 class Cache:
@@ -155,8 +155,22 @@ class Cache:
 
     # -- job journal -------------------------------------------------------------------------
     def live_job(self, gen_key: str) -> JobRecord | None:
-        """The journaled job of ``gen_key`` a build still has to deal with."""
-        return self.journal.live(gen_key)
+        """The journaled job of ``gen_key`` a build still has to deal with (in musicbuild 0.1's
+        index journal too, until a build moves it into journal.jsonl)."""
+        live = self.journal.live(gen_key)
+        if live is None and self.index.get("meta:journal-file") is None:
+            entry = self.index.get("job:" + gen_key)
+            if isinstance(entry, dict):
+                return legacy_record(gen_key, entry, "musicbuild-0.1")
+        return live
+
+    def adopt_legacy_jobs(self) -> None:
+        """Move musicbuild 0.1's index journal into journal.jsonl (once per cache)."""
+        legacy = [legacy_record(key, entry, self.journal.build_id) for key, entry in self.legacy_jobs()]
+        if legacy:
+            self.journal.import_records(legacy)
+            for rec in legacy:
+                self.index.delete("job:" + rec.gen_key)
 
     def legacy_jobs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Job entries of the index-based journal of musicbuild 0.1, once: the caller moves them into

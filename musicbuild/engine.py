@@ -137,6 +137,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     old_lock = lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
         summary.warnings += cache.warnings
+        cache.adopt_legacy_jobs()
         _adopt_legacy_generations(specs, cache)
         planned = make_plan(manifest, specs, cache, options.force, old_lock or {})
         if options.locked or (options.frozen and old_lock is not None):

@@ -4,8 +4,8 @@ Every track is one coroutine. A paid job holds a global slot (``-j``) and a slot
 (``max_concurrent``) until the service says it finished; CPU-bound work (a free provider's
 render, materialization) runs in threads, at most one per core and at most ``-j`` (so ``-j 1``
 does one thing at a time). Where a track is goes to the reporter as ``track_state`` (news only).
-A failure is a value (a failed ``Outcome``); without
-``keep_going`` it stops new work from starting, and tracks that never started are skipped.
+A failure is a value (a failed ``Outcome``); without ``keep_going`` it stops new work from
+starting, and tracks that never started are skipped.
 
 Money: every paid job moves through the journal (``journal.py``) by a ``JournalJob`` handle, the
 only code that changes a job's state. Before a new attempt is journaled the build looks at the
@@ -20,15 +20,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from .cache import Cache
 from .fleet import Coordination, LocalCoordination, LocalSlots
 from .errors import AmbiguousCreate, JobGone, MusicbuildError, ProviderAuthError, ProviderError, RemoteJobFailed
 from .journal import POSSIBLY_PAID, JobRecord, Journal
-from .materialize import materialize
+from .materialize import TakeAudio, materialize
 from .model import Action, Generation, Outcome, PlannedTrack
 from .providers.base import Provider
 from .providers.http import DEFAULT_TIMEOUT
@@ -226,7 +225,7 @@ class Executor:
         self.stop = asyncio.Event()
         self.jobs = LocalSlots(max(1, self.options.jobs))
         self.claimable = LocalSlots(max(1, self.options.jobs))
-        self.cpu = asyncio.Semaphore(max(1, min(self.options.cpu_workers, self.options.jobs)))  # -j 1: one at a time
+        self.cpu = asyncio.Semaphore(max(1, min(self.options.jobs, self.options.cpu_workers)))
         await self.coord.start()
         self.per_provider: dict[str, Any] = {}
         for name, p in self.providers.items():
@@ -280,6 +279,8 @@ class Executor:
         started = time.monotonic()
         money = _Money()
         generation: Generation | None = None
+        cpu = _CpuSlot(self.cpu)
+        blobs: dict[str, bytes] = {}
         try:
             if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
                 self.reporter.track_started(pt)
@@ -288,11 +289,14 @@ class Executor:
             elif pt.action in (Action.GENERATE, Action.RESUME):
                 done = self.shared[pt.gen_key] = asyncio.Event()
                 try:
-                    paid = await self._paid(pt, money)
+                    paid = await self._paid(pt, money, cpu)
                     if paid is None:
                         return  # skipped while waiting for a slot, or by the budget
                     generation, record = paid
                     self.shared_records[pt.gen_key] = record
+                    if cpu.held and generation.clips:  # materialized next, from the bytes in hand: no read-back
+                        blobs = {c["sha256"]: clip.data for c, clip in zip(record["clips"], generation.clips)}
+                    generation = replace(generation, clips=())  # cached now: hold no audio while waiting
                 finally:
                     done.set()
             else:
@@ -302,12 +306,14 @@ class Executor:
                     raise MusicbuildError("the cached generation disappeared; build again to fetch or generate it")
             written = []
             have = len(record["clips"])
-            async with self._cpu_slot(pt, "encoding"):
-                for po in pt.outputs:
-                    if pt.spec.clips == "all" and po.output.clip > have:
-                        continue  # a clip the service did not deliver: said below
-                    if po.state != "ok" or pt.action is not Action.MATERIALIZE:
-                        written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po))
+            takes = TakeAudio(self.cache, record, blobs)
+            await self._cpu_work(pt, cpu, "encoding")
+            for po in pt.outputs:
+                if pt.spec.clips == "all" and po.output.clip > have:
+                    continue  # a clip the service did not deliver: said below
+                if po.state != "ok" or pt.action is not Action.MATERIALIZE:
+                    written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po,
+                                                           takes))
             _check_delivered(pt, record)
             extra = _delivery_facts(written)
             if generation is not None and generation.partial:
@@ -328,22 +334,24 @@ class Executor:
                 self.stop.set()
             self._outcome(pt, "failed", money, error=message, seconds=round(time.monotonic() - started, 3),
                           attempts=generation.attempts if generation else 0)
+        finally:
+            cpu.release()
 
-    @asynccontextmanager
-    async def _cpu_slot(self, pt: PlannedTrack, state: str) -> AsyncIterator[None]:
-        """One of the CPU slots (at most one per core, and at most -j) for in-process work."""
-        if self.cpu.locked():
-            self.reporter.track_state(pt, "waiting", "cpu")
-        async with self.cpu:
-            self.reporter.track_state(pt, state)
-            yield
+    async def _cpu_work(self, pt: PlannedTrack, cpu: "_CpuSlot | None", state: str) -> None:
+        """Take the track's CPU slot (unless it holds it already), saying when it has to wait for one."""
+        if cpu is not None and not cpu.held:
+            if self.cpu.locked():
+                self.reporter.track_state(pt, "waiting", "cpu")
+            await cpu.acquire()
+        self.reporter.track_state(pt, state)
 
     # -- paid work ---------------------------------------------------------------------------
-    async def _paid(self, pt: PlannedTrack, money: _Money) -> tuple[Generation, dict[str, Any]] | None:
+    async def _paid(self, pt: PlannedTrack, money: _Money,
+                    cpu: "_CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
         """The key's paid work, by the worker of the fleet that claims it (always us alone)."""
         provider = self.providers[pt.spec.provider.name]
         if not provider.paid:
-            return await self._run(pt, provider, None, money)
+            return await self._run(pt, provider, None, money, cpu=cpu)
         elsewhere = await self._claim(pt)
         if elsewhere is not False:
             return elsewhere  # another worker's generation (or None: skipped)
@@ -447,7 +455,7 @@ class Executor:
                 "dashboard; `musicbuild build --force <track>` submits again")
 
     async def _run(self, pt: PlannedTrack, provider: Provider, live: JobRecord | None, money: _Money,
-                   keep_earlier: bool = False) -> tuple[Generation, dict[str, Any]] | None:
+                   keep_earlier: bool = False, cpu: "_CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
         """One job under its slots: a new attempt (``live`` None) or a journaled job to finish."""
         name = pt.spec.provider.name
         slots = _Slots(self.jobs, self.per_provider[name])
@@ -459,9 +467,9 @@ class Executor:
             if name in self.blocked:
                 raise ProviderAuthError(self.blocked[name])
             self.reporter.track_started(pt)
-            if not provider.paid:  # in-process work: it takes a CPU slot, as encoding does
-                async with self._cpu_slot(pt, "generating"):
-                    generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
+            if not provider.paid:  # renders in-process: CPU work (taken after the job slots: no lock-order cycle)
+                await self._cpu_work(pt, cpu, "generating")
+                generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
                 return generation, await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed,
                                                            generation, None, False)
             if live is None:
@@ -527,14 +535,8 @@ class Executor:
         return record
 
     def _reconcile(self) -> None:
-        """Bring the journal up to date with the cache before any work: jobs of musicbuild 0.1's
-        index journal move in, and a job whose audio reached the cache just before a crash (the
-        journal still says submitted/done) is collected."""
-        legacy = [legacy_record(key, entry, self.journal.build_id) for key, entry in self.cache.legacy_jobs()]
-        if legacy:
-            self.journal.import_records(legacy)
-            for rec in legacy:
-                self.cache.index.delete("job:" + rec.gen_key)
+        """Bring the journal up to date with the cache before any work: a job whose audio reached
+        the cache just before a crash (the journal still says submitted/done) is collected."""
         for rec in self.journal.records():
             if rec.state not in ("submitted", "done") or not rec.job_id:
                 continue
@@ -584,6 +586,25 @@ class Executor:
         self.collected.append(row)
 
 
+class _CpuSlot:
+    """A track's CPU slot: taken once (before a local render, or before materializing), released
+    when the track's work ends, so rendered audio never waits in memory for a core."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = False
+
+    async def acquire(self) -> None:
+        if not self.held:
+            await self.semaphore.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
+
+
 class _Slots:
     """A global (-j) slot and a provider slot, released once: as soon as the service says the job
     is finished (downloads come from a CDN and do not count), or when the track's work ends."""
@@ -601,18 +622,6 @@ class _Slots:
         while self.held:
             pool, token = self.held.pop()
             pool.release(token)
-
-
-def legacy_record(gen_key: str, entry: Mapping[str, Any], build: str) -> JobRecord:
-    """A job of the 0.1 index journal: submitted if it had a job id, else an ambiguous create."""
-    poll = {k: v for k, v in entry.items() if k not in ("provider", "type", "state", "job_id", "model",
-                                                         "submitted_cost", "recorded_at")}
-    job_id = entry.get("job_id")
-    return JobRecord(gen_key=gen_key, attempt=0, state="submitted" if job_id else "ambiguous",
-                     provider=str(entry.get("provider", "")), type=str(entry.get("type", "")), base_url="",
-                     model=str(entry.get("model", "")), track="", build=build, job_id=job_id, poll=poll,
-                     charged_usd=entry.get("submitted_cost"), error=None if job_id else "an earlier build",
-                     created_at=float(entry.get("recorded_at", 0)), updated_at=float(entry.get("recorded_at", 0)))
 
 
 def _check_delivered(pt: PlannedTrack, record: Mapping[str, Any]) -> None:

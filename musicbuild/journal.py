@@ -121,6 +121,20 @@ class JobRecord:
         return rec
 
 
+def legacy_record(gen_key: str, entry: Mapping[str, Any], build: str) -> JobRecord:
+    """A job of musicbuild 0.1's index journal (``job:<gen_key>``): submitted if it had a job id,
+    else an ambiguous create."""
+    poll = {k: v for k, v in entry.items() if k not in ("provider", "type", "state", "job_id", "model",
+                                                         "submitted_cost", "recorded_at")}
+    job_id = entry.get("job_id")
+    at = float(entry.get("recorded_at") or 0)
+    return JobRecord(gen_key=gen_key, attempt=0, state="submitted" if job_id else "ambiguous",
+                     provider=str(entry.get("provider", "")), type=str(entry.get("type", "")), base_url="",
+                     model=str(entry.get("model", "")), track="", build=build, job_id=job_id, poll=poll,
+                     charged_usd=entry.get("submitted_cost"), error=None if job_id else "an earlier build",
+                     created_at=at, updated_at=at)
+
+
 class Journal:
     """The job records of one cache directory, folded from its append-only file."""
 

@@ -2,12 +2,18 @@
 
 Free and local. Temp files live next to the target (same filesystem, so the final rename is atomic)
 and are removed on any failure, so a target is either the old file or the complete new one.
+
+Each take is read and decoded once per track however many outputs use it, and a generation that
+was just stored is decoded from the bytes still in memory (no read-back). The decode itself stays:
+outputs are made from the cached clip's samples, so a cold build writes the same bytes as any later
+build from the cache, on any machine.
 """
 from __future__ import annotations
 
 import glob
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 from .cache import Cache, file_sha256, temp_beside
 from .model import PlannedOutput, TrackSpec
@@ -93,19 +99,42 @@ def choose_clip(spec: TrackSpec, planned: PlannedOutput, decoded: list[tuple[Any
     return max(range(len(decoded)), key=lambda i: (levels[i], -i))
 
 
-def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[str, Any],
-                planned: PlannedOutput) -> dict[str, Any]:
-    """Write one output; return the record the cache keeps for it."""
-    from .audio import convert, tagging
+class TakeAudio:
+    """A generation's takes for one track's outputs: each read and decoded at most once.
 
-    clips = generation["clips"]
-    if spec.clips in ("first", "all"):
-        index = min(planned.output.clip, len(clips)) - 1
-        samples, rate = convert.decode(cache.read_blob(clips[index]["sha256"]))
-    else:  # a pick strategy looks at every take
-        decoded = [convert.decode(cache.read_blob(c["sha256"])) for c in clips]
-        index = choose_clip(spec, planned, decoded)
-        samples, rate = decoded[index]
+    ``blobs`` (SHA-256 -> bytes) holds clips that are still in memory; the rest come from the cache."""
+
+    def __init__(self, cache: Cache, generation: dict[str, Any], blobs: Mapping[str, bytes] | None = None) -> None:
+        self.cache = cache
+        self.clips = generation["clips"]
+        self.blobs = dict(blobs or {})
+        self.decoded: dict[int, tuple[Any, int]] = {}
+
+    def decode(self, index: int) -> tuple[Any, int]:
+        if index not in self.decoded:
+            from .audio import convert
+
+            sha = self.clips[index]["sha256"]
+            data = self.blobs.pop(sha, None)
+            self.decoded[index] = convert.decode(data if data is not None else self.cache.read_blob(sha))
+        return self.decoded[index]
+
+    def take(self, spec: TrackSpec, planned: PlannedOutput) -> tuple[int, Any, int]:
+        """(0-based take, samples, rate) for this output."""
+        if spec.clips in ("first", "all"):
+            index = min(planned.output.clip, len(self.clips)) - 1
+        else:  # a pick strategy looks at every take
+            index = choose_clip(spec, planned, [self.decode(i) for i in range(len(self.clips))])
+        return (index, *self.decode(index))
+
+
+def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[str, Any],
+                planned: PlannedOutput, takes: TakeAudio | None = None) -> dict[str, Any]:
+    """Write one output; return the record the cache keeps for it. Pass the same ``takes`` for all
+    of a track's outputs so that each take is decoded once."""
+    from .audio import tagging
+
+    index, samples, rate = (takes or TakeAudio(cache, generation)).take(spec, planned)
     target = planned.output.path
     if target.parent.is_dir():  # a build killed mid-write left its temp file; builds never overlap (flock)
         for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"):
@@ -133,32 +162,34 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
 LOSSY = ("mp3", "ogg", "m4a")
 
 
-def encode_delivery(samples: Any, rate: int, spec: TrackSpec, dest: Any) -> Any:
+def encode_delivery(samples: Any, rate: int, spec: TrackSpec, dest: Path) -> Any:
     """Encode ``samples`` to ``dest``, after the ``post:`` processing if there is one.
 
-    Lossy encoders overshoot the peaks they are given, so for mp3/ogg/m4a the file is decoded and
-    measured again; while its true peak is over the ceiling, the processing is redone with the
-    ceiling lowered by the overshoot (the limiter keeps the loudness on target). Returns the
-    delivery facts as measured on what was written (None without ``post:``)."""
+    Lossy encoders overshoot the peaks they are given, so for mp3/ogg/m4a the encoded bytes are
+    decoded and measured again; only while their true peak is over the ceiling is the processing
+    redone with the ceiling lowered by the overshoot (the limiter keeps the loudness on target) and
+    the audio encoded again. Returns the delivery facts as measured on what was written (None
+    without ``post:``)."""
     from dataclasses import replace
 
     from .audio import convert
 
     if not spec.post:
-        convert.encode(samples, rate, spec.format, dest, **encode_options(spec))
+        dest.write_bytes(convert.encode_bytes(samples, rate, spec.format, **encode_options(spec)))
         return None
-    from .audio.post import integrated_loudness, process, true_peak_db
+    from .audio import post  # scipy and pyloudnorm load only for outputs that need them
 
     wanted = post_spec(dict(spec.post))
     current = wanted
     for _ in range(4):
-        delivery = process(samples, rate, current)
-        convert.encode(delivery.samples, delivery.sample_rate, spec.format, dest, **encode_options(spec))
+        delivery = post.process(samples, rate, current)
+        data = convert.encode_bytes(delivery.samples, delivery.sample_rate, spec.format, **encode_options(spec))
+        dest.write_bytes(data)
         if wanted.loudness is None or spec.format not in LOSSY:
             return delivery
-        decoded, decoded_rate = convert.decode(dest)
-        peak = true_peak_db(decoded, decoded_rate)
-        measured = replace(delivery, true_peak_db=peak, loudness_lufs=integrated_loudness(decoded, decoded_rate))
+        decoded, decoded_rate = convert.decode(data)
+        peak = post.true_peak_db(decoded, decoded_rate)
+        measured = replace(delivery, true_peak_db=peak, loudness_lufs=post.integrated_loudness(decoded, decoded_rate))
         if peak is None or peak <= wanted.loudness[1]:
             return measured
         current = replace(current, loudness=(wanted.loudness[0], current.loudness[1] - (peak - wanted.loudness[1]) - 0.1))

@@ -507,3 +507,24 @@ def test_a_generation_cached_under_the_0_1_key_is_adopted_not_paid_again(project
         result, report = build(project)
         assert result.code == 0, result.err
         assert rows(report)["a"]["action"] == "materialize" and gw.creates == 1
+
+
+def test_a_job_in_the_0_1_index_journal_is_resumed_not_paid_again(project: Project, env: dict[str, str]) -> None:
+    from musicbuild.cache import Cache
+
+    with AIgatewayEmulator(time_scale=SCALE, latency=400, audio_seconds=3) as gw:
+        gw_track(project, gw, cfg={"timeout": 30})
+        result, report = build(project)  # times out: the job is journaled and still running
+        assert result.code == 1 and gw.creates == 1
+        gen_key, job_id = rows(report)["a"]["gen_key"], next(iter(gw.jobs))
+        (project.root / ".musicbuild" / JOURNAL_NAME).unlink()  # what musicbuild 0.1 left instead:
+        with Cache(project.root / ".musicbuild") as cache:
+            cache.index.set("job:" + gen_key, {"provider": "gw", "type": "aigateway", "state": "submitted",
+                                               "job_id": job_id, "model": "sonauto/v2/text-to-music"})
+            cache.index.delete("meta:journal-file")
+        gw.latency = 10.0
+        gw_track(project, gw, cfg={"timeout": 900})
+        result, report = build(project)
+        assert result.code == 0, result.err
+        assert rows(report)["a"]["action"] == "resume" and rows(report)["a"]["job_id"] == job_id
+        assert gw.creates == 1 and states(project) == ["collected"]

@@ -112,6 +112,20 @@ def test_limiter_keeps_loudness_when_peaks_must_come_down(preset: str) -> None:
     assert ref_true_peak(got.samples) <= ceiling
 
 
+@pytest.mark.parametrize("limited", [False, True])
+def test_loudness_oversamples_once_to_limit_and_once_to_check(monkeypatch: pytest.MonkeyPatch, limited: bool) -> None:
+    """Gain is linear, so one 4x oversampling serves every gain tried; a limited result is
+    measured once more (its gain envelope moves the peaks), a pure gain needs no second look."""
+    import musicbuild.audio.post as post
+
+    real, calls = post.soxr.resample, []
+    monkeypatch.setattr(post.soxr, "resample", lambda *a, **kw: calls.append(a[2]) or real(*a, **kw))
+    x = spiky() if limited else track("ambient")
+    got = process(x, SR, PostSpec(loudness=(-14.0, -1.0) if limited else PRESETS["ebu-r128"]))
+    assert calls == [4 * SR] * (2 if limited else 1)
+    assert got.true_peak_db is not None and abs(got.true_peak_db - ref_true_peak(got.samples)) < 0.1
+
+
 def test_short_or_silent_input_skips_gain() -> None:
     short = track("ambient")[: SR // 5]  # 200 ms: shorter than one gating block
     got = process(short, SR, PostSpec(loudness=PRESETS["streaming"]))

@@ -187,18 +187,13 @@ def _encode_m4a(arr: np.ndarray, sample_rate: int, bitrate_kbps: int | None, out
         ctx.flags |= av.codec.context.Flags.bitexact
         ctx.time_base = Fraction(1, sample_rate)
         stream.time_base = Fraction(1, sample_rate)
-        # Feed the encoder in its native frame size so pts are exact.
-        planar = np.ascontiguousarray(arr.T)
-        step = 1024
-        for start in range(0, planar.shape[1], step):
-            chunk = np.ascontiguousarray(planar[:, start : start + step])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            frame.time_base = Fraction(1, sample_rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
+        # One frame for the whole signal: PyAV cuts it into the encoder's frame size in C (the
+        # same bytes as feeding 1024-sample frames from a Python loop).
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr.T), format="fltp", layout=layout)
+        frame.sample_rate = sample_rate
+        frame.pts = 0
+        frame.time_base = Fraction(1, sample_rate)
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
 
 

@@ -98,7 +98,7 @@ def integrated_loudness(samples: np.ndarray, sample_rate: int) -> float | None:
     Undefined means: shorter than one 400 ms gating block, or silent/below the
     absolute gate (pyloudnorm returns -inf).
     """
-    x = _as_2d(samples).astype(np.float64)
+    x = np.asarray(_as_2d(samples), dtype=np.float64)  # no copy when it already is
     if x.shape[0] <= int(0.4 * sample_rate) or x.shape[1] > 5:
         return None
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -108,15 +108,21 @@ def integrated_loudness(samples: np.ndarray, sample_rate: int) -> float | None:
 
 
 def _oversampled(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    return soxr.resample(x, sample_rate, sample_rate * _OVERSAMPLE, quality="HQ")
+    """4x oversampled copy in float32: ample for a peak measurement, and a third faster than float64."""
+    return soxr.resample(np.asarray(x, dtype=np.float32), sample_rate, sample_rate * _OVERSAMPLE, quality="HQ")
+
+
+def _abs_peak(a: np.ndarray) -> float:
+    """max(|a|) without an |a| temporary the size of the signal."""
+    return max(float(a.max()), -float(a.min())) if a.size else 0.0
 
 
 def true_peak_db(samples: np.ndarray, sample_rate: int) -> float | None:
     """True peak in dBTP (4x oversampled with soxr); None for silence or no frames."""
-    x = _as_2d(samples).astype(np.float64)
+    x = _as_2d(samples)
     if x.shape[0] == 0:
         return None
-    peak = max(float(np.max(np.abs(x))), float(np.max(np.abs(_oversampled(x, sample_rate)))))
+    peak = max(_abs_peak(x), _abs_peak(_oversampled(x, sample_rate)))
     return 20.0 * math.log10(peak) if peak > 0 else None
 
 
@@ -219,12 +225,11 @@ def _loop(x: np.ndarray, cross: int) -> np.ndarray:
     return out
 
 
-def _limit(x: np.ndarray, rate: int, ceiling_db: float) -> tuple[np.ndarray, bool]:
-    """Look-ahead brick-wall limiter on the true (4x oversampled) peak.
+def _peak_envelope(x: np.ndarray, rate: int) -> np.ndarray:
+    """Per frame, the highest |sample| over channels and over the 4x oversampled points around it.
 
-    Returns (samples, whether any gain reduction was applied).
-    """
-    ceiling = 10.0 ** (ceiling_db / 20.0)
+    Gain is linear and so is resampling: the envelope of ``g * x`` is ``g`` times this one, so
+    :func:`_normalize` oversamples once, however many gains it tries."""
     frames = x.shape[0]
     up = _frame_peak(_oversampled(x, rate))
     up = np.pad(up, (0, max(0, frames * _OVERSAMPLE - up.size)))[: frames * _OVERSAMPLE]
@@ -233,9 +238,16 @@ def _limit(x: np.ndarray, rate: int, ceiling_db: float) -> tuple[np.ndarray, boo
         np.maximum(peak, up[k::_OVERSAMPLE], out=peak)
     # Inter-sample peaks between frame n-1 and n belong to both frames.
     peak[1:] = np.maximum(peak[1:], peak[:-1])
+    return peak
+
+
+def _limiter_gain(peak: np.ndarray, rate: int, ceiling_db: float) -> np.ndarray | None:
+    """Look-ahead brick-wall limiter gain per frame for a true-peak envelope; None if none is needed."""
+    ceiling = 10.0 ** (ceiling_db / 20.0)
+    frames = peak.shape[0]
     need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
     if need.min() >= 1.0:
-        return x, False
+        return None
     look = max(1, int(round(_LOOKAHEAD_S * rate)))
     hold = max(look, int(round(_HOLD_S * rate)))
     # held[n] = min(need[n - hold : n + look + 1]); averaging over +-look/2 then
@@ -243,30 +255,33 @@ def _limit(x: np.ndarray, rate: int, ceiling_db: float) -> tuple[np.ndarray, boo
     padded = np.concatenate([np.ones(hold), need, np.ones(look)])
     held = _running_min(padded, hold + look + 1)[:frames]
     half = look // 2
-    gain = _moving_average(held, 2 * half + 1) if half else held
-    return x * gain[:, None], True
+    return _moving_average(held, 2 * half + 1) if half else held
 
 
-def _normalize(x: np.ndarray, rate: int, target: float, ceiling: float) -> np.ndarray:
-    """Gain to ``target`` LUFS with the true peak kept under ``ceiling`` dBTP."""
+def _normalize(x: np.ndarray, rate: int, target: float,
+               ceiling: float) -> tuple[np.ndarray, float | None, float | None]:
+    """Gain to ``target`` LUFS with the true peak kept under ``ceiling`` dBTP (limiting as needed).
+
+    Returns the samples with their integrated loudness and true peak where those are already
+    known from the measurements made here (None where they are not), so nothing is measured twice."""
     measured = integrated_loudness(x, rate)
     if measured is None:
-        return x  # undefined loudness (too short / silent): leave the level alone
+        return x, None, None  # undefined loudness (too short / silent): leave the level alone
+    envelope = _peak_envelope(x, rate)
     gain_db = target - measured
-    y = x
+    y, got = x, None
     for _ in range(_MAX_ROUNDS):
-        y, limited = _limit(x * 10.0 ** (gain_db / 20.0), rate, ceiling - _LIMIT_MARGIN_DB)
-        if not limited:
-            break  # pure gain: loudness is exactly measured + gain_db
+        level = 10.0 ** (gain_db / 20.0)
+        gain = _limiter_gain(envelope * level, rate, ceiling - _LIMIT_MARGIN_DB)
+        if gain is None:  # pure gain: loudness and true peak scale with it
+            peak = float(envelope.max()) * level
+            return x * level, measured + gain_db, 20.0 * math.log10(peak) if peak > 0 else None
+        y = x * (level * gain)[:, None]
         got = integrated_loudness(y, rate)
         if got is None or abs(got - target) <= _TOLERANCE_LU:
             break
         gain_db += target - got
-    # Safety net: never exceed the ceiling, whatever the limiter left behind.
-    peak = true_peak_db(y, rate)
-    if peak is not None and peak > ceiling - 0.05:
-        y = y * 10.0 ** ((ceiling - 0.05 - peak) / 20.0)
-    return y
+    return y, got, None  # limited: the gain envelope moved the true peak, measure it on the result
 
 
 # --- public API -------------------------------------------------------------------
@@ -276,7 +291,7 @@ def process(samples: np.ndarray, sample_rate: int, post: PostSpec) -> Processed:
     """Apply ``post`` to float samples (frames, channels); see the module docstring."""
     if sample_rate <= 0:
         raise ValueError(f"invalid sample rate {sample_rate}")
-    x = np.nan_to_num(_as_2d(samples).astype(np.float64))
+    x = np.nan_to_num(_as_2d(samples).astype(np.float64), copy=False)
     rate = int(sample_rate)
 
     if post.trim_silence:
@@ -298,9 +313,19 @@ def process(samples: np.ndarray, sample_rate: int, post: PostSpec) -> Processed:
         x = _loop(x, cross)
         loop = (0, int(x.shape[0]))
 
+    loudness = peak = None
     if post.loudness is not None:
-        target, ceiling = post.loudness
-        x = _normalize(x, rate, float(target), float(ceiling))
+        x, loudness, peak = _normalize(x, rate, float(post.loudness[0]), float(post.loudness[1]))
     out = np.ascontiguousarray(x, dtype=np.float32)
-    return Processed(samples=out, sample_rate=rate, loudness_lufs=integrated_loudness(out, rate),
-                     true_peak_db=true_peak_db(out, rate), loop=loop)
+    if peak is None:
+        peak = true_peak_db(out, rate)
+    if loudness is None:
+        loudness = integrated_loudness(out, rate)
+    if post.loudness is not None and peak is not None and peak > post.loudness[1] - 0.05:
+        # Safety net: never exceed the ceiling, whatever the limiter left behind. True peak and
+        # loudness both move by the gain, so neither is measured again.
+        scale_db = post.loudness[1] - 0.05 - peak
+        out *= np.float32(10.0 ** (scale_db / 20.0))
+        peak += scale_db
+        loudness = None if loudness is None else loudness + scale_db
+    return Processed(samples=out, sample_rate=rate, loudness_lufs=loudness, true_peak_db=peak, loop=loop)
