@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         model: str
         clips: int
         cost_usd: float  # the estimate for `plan`, what was charged for `build`
+        estimated_usd: float  # the plan's estimate
         seconds: float
         attempts: int
         error: str | None
@@ -62,14 +63,20 @@ class Event(NamedTuple):
     """What ``build`` reports as it goes, to the ``on_event`` callback.
 
     ``planned``: the plan is made, ``tracks`` holds every plan row. ``started``: ``track`` (its plan
-    row) begins. ``finished``: ``track`` is its report row (ok, failed or skipped). A build answered
-    by the null-build stamp sends no events (``BuildResult.noop``). Callbacks run on the build's
-    event loop: keep them quick.
+    row) begins. ``state``: a started ``track`` (its plan row) is now in ``state``, with ``detail``:
+    ``waiting`` (for a ``cpu`` slot, for another worker of the ``fleet``, for the ``shared``
+    generation another track of this build makes), ``generating`` (a free provider renders it
+    in-process), ``submitting``, ``queued`` (at the provider), ``polling`` (the provider runs it),
+    ``downloading``, ``encoding`` (writing its outputs). ``finished``: ``track`` is its report row
+    (ok, failed or skipped). A build answered by the null-build stamp sends no events
+    (``BuildResult.noop``). Callbacks run on the build's event loop: keep them quick.
     """
 
-    kind: Literal["planned", "started", "finished"]
+    kind: Literal["planned", "started", "state", "finished"]
     track: TrackRow | None = None
     tracks: tuple[TrackRow, ...] = ()
+    state: str | None = None
+    detail: str | None = None
 
 
 OnEvent = Callable[[Event], None]
@@ -291,6 +298,9 @@ class _Silent:
     def track_finished(self, planned: "PlannedTrack", outcome: "Outcome") -> None:
         pass
 
+    def track_state(self, planned: "PlannedTrack", state: str, detail: str | None = None) -> None:
+        pass
+
 
 class _EventReporter(_Silent):
     """The engine's reporter calls, as ``Event``s carrying report rows."""
@@ -308,6 +318,9 @@ class _EventReporter(_Silent):
 
     def track_started(self, planned: "PlannedTrack") -> None:
         self.callback(Event("started", track=self.rows.get(planned.spec.id)))
+
+    def track_state(self, planned: "PlannedTrack", state: str, detail: str | None = None) -> None:
+        self.callback(Event("state", track=self.rows.get(planned.spec.id), state=state, detail=detail))
 
     def track_finished(self, planned: "PlannedTrack", outcome: "Outcome") -> None:
         from .report import outcome_row

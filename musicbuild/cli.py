@@ -242,6 +242,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     finally:
         reporter.close()
     if result.noop:
+        if args.verbose and not args.quiet:
+            from .progress import describe
+
+            for row in result.rows:
+                print(describe(row), file=sys.stderr)
         _say(args, f"{len(result.rows)} tracks up to date, nothing to do")
         return EXIT_OK
     for warning in result.warnings:

@@ -1,9 +1,11 @@
 """Run a plan: the only async part of musicbuild (SPEC 5).
 
 Every track is one coroutine. A paid job holds a global slot (``-j``) and a slot of its provider
-(``max_concurrent``) until the service says it finished; CPU-bound materialization runs in
-threads, at most one per core. A failure is a value (a failed ``Outcome``); without
-``keep_going`` it stops new work from starting, and tracks that never started are skipped.
+(``max_concurrent``) until the service says it finished; CPU-bound work (a free provider's
+render, materialization) runs in threads, at most one per core and at most ``-j`` (so ``-j 1``
+does one thing at a time). Where a track is goes to the reporter as ``track_state`` (news only).
+A failure is a value (a failed ``Outcome``); without ``keep_going`` it stops new work from
+starting, and tracks that never started are skipped.
 
 Money: every paid job moves through the journal (``journal.py``) by a ``JournalJob`` handle, the
 only code that changes a job's state. Before a new attempt is journaled the build looks at the
@@ -19,7 +21,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from .cache import Cache
 from .fleet import Coordination, LocalCoordination, LocalSlots
@@ -35,6 +37,11 @@ class Reporter(Protocol):
     def plan_ready(self, planned: list[PlannedTrack]) -> None: ...
     def track_started(self, planned: PlannedTrack) -> None: ...
     def track_finished(self, planned: PlannedTrack, outcome: Outcome) -> None: ...
+    def track_state(self, planned: PlannedTrack, state: str, detail: str | None = None) -> None:
+        """Where a started track is now (news for the display, no effect on the build): ``waiting``
+        (``detail``: ``cpu``, ``fleet`` another worker generates it, ``shared`` another track of this
+        build does), ``generating`` (a free provider, in-process), a paid job's ``providers.base.STAGES``
+        (``submitting``, ``queued``, ``polling``, ``downloading``), ``encoding`` (writing its outputs)."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,19 @@ class JournalJob:
     """The ``JobHandle`` of one job: each call is a journal transition; it also keeps the money
     this build learnt about the job and frees the job's slots when the service is done with it."""
 
-    def __init__(self, journal: Journal, record: JobRecord, release: Any = lambda: None) -> None:
+    def __init__(self, journal: Journal, record: JobRecord, release: Any = lambda: None,
+                 on_progress: Callable[[str], None] | None = None) -> None:
         self.journal = journal
         self.record = record
         self.release = release
         self.began_here = record.build == journal.build_id and record.state == "intent"
+        self.on_progress = on_progress
+        self.stage: str | None = None
+
+    def progress(self, stage: str) -> None:
+        if stage != self.stage and self.on_progress is not None:  # each poll says it again: tell news only
+            self.on_progress(stage)
+        self.stage = stage
 
     def _move(self, state: str, **changes: Any) -> None:
         self.record = self.journal.move(self.record, state, **changes)
@@ -269,6 +284,7 @@ class Executor:
         try:
             if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
                 self.reporter.track_started(pt)
+                self.reporter.track_state(pt, "waiting", "shared")
                 record = await self._await_shared(pt.gen_key)  # another track pays for this spec
             elif pt.action in (Action.GENERATE, Action.RESUME):
                 done = self.shared[pt.gen_key] = asyncio.Event()
@@ -291,7 +307,7 @@ class Executor:
             written = []
             have = len(record["clips"])
             takes = TakeAudio(self.cache, record, blobs)
-            await cpu.acquire()
+            await self._cpu_work(pt, cpu, "encoding")
             for po in pt.outputs:
                 if pt.spec.clips == "all" and po.output.clip > have:
                     continue  # a clip the service did not deliver: said below
@@ -320,6 +336,14 @@ class Executor:
                           attempts=generation.attempts if generation else 0)
         finally:
             cpu.release()
+
+    async def _cpu_work(self, pt: PlannedTrack, cpu: "_CpuSlot | None", state: str) -> None:
+        """Take the track's CPU slot (unless it holds it already), saying when it has to wait for one."""
+        if cpu is not None and not cpu.held:
+            if self.cpu.locked():
+                self.reporter.track_state(pt, "waiting", "cpu")
+            await cpu.acquire()
+        self.reporter.track_state(pt, state)
 
     # -- paid work ---------------------------------------------------------------------------
     async def _paid(self, pt: PlannedTrack, money: _Money,
@@ -364,6 +388,7 @@ class Executor:
                 raise ProviderError(f"another worker of the fleet generated this spec and it failed: {claim.detail}")
             if not announced:
                 self.reporter.track_started(pt)
+                self.reporter.track_state(pt, "waiting", "fleet")
                 announced = True
             if claim.detail == "done":
                 shared = await self._from_shared_cache(pt.gen_key)
@@ -442,9 +467,8 @@ class Executor:
             if name in self.blocked:
                 raise ProviderAuthError(self.blocked[name])
             self.reporter.track_started(pt)
-            if not provider.paid:
-                if cpu is not None:  # renders in-process: CPU work (taken after the job slots: no lock-order cycle)
-                    await cpu.acquire()
+            if not provider.paid:  # renders in-process: CPU work (taken after the job slots: no lock-order cycle)
+                await self._cpu_work(pt, cpu, "generating")
                 generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
                 return generation, await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed,
                                                            generation, None, False)
@@ -462,7 +486,7 @@ class Executor:
                 live = self.journal.begin(pt.gen_key, provider=name, type=provider.type, base_url=cfg.base_url or "",
                                           model=pt.spec.model, track=pt.spec.id, estimate_usd=pt.est_cost_usd,
                                           key=lambda n: provider.idempotency_key(pt.gen_key, n))
-            job = JournalJob(self.journal, live, slots.release)
+            job = JournalJob(self.journal, live, slots.release, lambda stage: self.reporter.track_state(pt, stage))
             self.handles.append(job)
             money.jobs.append(job)
             try:
@@ -475,7 +499,7 @@ class Executor:
                                             f"which is {replay.prior.state} and has no audio in the cache; "
                                             "`musicbuild build --force <track>` starts a new attempt") from None
                     return _from_record(record), record
-                job = JournalJob(self.journal, replay.prior, slots.release)
+                job = JournalJob(self.journal, replay.prior, slots.release, job.on_progress)
                 self.handles.append(job)
                 generation = await provider.collect(job)
             record = await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed, generation, job,

@@ -2,15 +2,40 @@
 
 Reporters are ``on_event`` callbacks of ``musicbuild.build`` (the public API's events, carrying
 report rows), called on the build's event loop; all output goes to stderr so stdout stays clean
-for ``--json`` and pipes. ``NO_COLOR`` is honoured by rich and by us.
+for ``--json`` and pipes. ``NO_COLOR`` is honoured by rich and by us. The live display is in
+``live.py`` (it loads rich, which a no-op build never needs).
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any
+import time
+from typing import IO, Callable
 
 from .api import Event, TrackRow
+
+# what a started track is doing, as the build's ``state`` events say it
+WAITING = {"cpu": "waiting for a CPU slot", "fleet": "another worker generates it",
+           "shared": "waiting for the same generation"}
+DOING = {"generating": "generating", "submitting": "submitting", "queued": "queued at {provider}",
+         "polling": "polling {provider}", "downloading": "downloading", "encoding": "encoding"}
+
+
+def state_words(state: str | None, detail: str | None, provider: str) -> str:
+    if state is None:
+        return "starting"
+    if state == "waiting":
+        return WAITING.get(detail or "", "waiting")
+    return DOING.get(state, state).format(provider=provider)
+
+
+def describe(row: TrackRow) -> str:
+    reasons = ", ".join(row["reasons"])
+    return f"{row['action']} {row['id']}" + (f" ({reasons})" if reasons else "")
+
+
+def money(usd: float) -> str:
+    return f"${usd:.4f}" if 0 < usd < 0.01 else f"${usd:.2f}"
 
 
 class QuietReporter:
@@ -25,6 +50,9 @@ class QuietReporter:
     def started(self, event: Event) -> None:
         pass
 
+    def state(self, event: Event) -> None:
+        pass
+
     def finished(self, event: Event) -> None:
         pass
 
@@ -32,17 +60,17 @@ class QuietReporter:
         pass
 
 
-def describe(row: TrackRow) -> str:
-    reasons = ", ".join(row["reasons"])
-    return f"{row['action']} {row['id']}" + (f" ({reasons})" if reasons else "")
-
-
 class PlainReporter(QuietReporter):
-    """One line per finished track (CI logs); up-to-date tracks are counted, not listed."""
+    """One line per finished track (CI logs); up-to-date tracks are counted, not listed. ``verbose``
+    adds them, and a line when a track starts and when its state changes. A track's time is from
+    when it started (not from when it began to wait for a -j slot)."""
 
-    def __init__(self, stream: IO[str] | None = None, verbose: bool = False) -> None:
+    def __init__(self, stream: IO[str] | None = None, verbose: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
+        self.clock = clock
+        self.since: dict[str, float] = {}
         self.done = 0
         self.total = 0
 
@@ -52,9 +80,15 @@ class PlainReporter(QuietReporter):
         self._line(f"{self.total} tracks, {work} to build")
 
     def started(self, event: Event) -> None:
+        assert event.track is not None
+        self.since[event.track["id"]] = self.clock()
+        if self.verbose:
+            self._line(f"start {describe(event.track)}")
+
+    def state(self, event: Event) -> None:
         row = event.track
-        if row is not None and (self.verbose or row["action"] in ("generate", "resume")):
-            self._line(f"start {describe(row)}")
+        if self.verbose and row is not None:
+            self._line(f"  {row['id']}: {state_words(event.state, event.detail, row['provider'])}")
 
     def finished(self, event: Event) -> None:
         row = event.track
@@ -62,7 +96,11 @@ class PlainReporter(QuietReporter):
         self.done += 1
         if row["action"] == "up-to-date" and not self.verbose:
             return
-        tail = f" after {row['seconds']:.1f}s" if row["seconds"] else ""
+        since = self.since.pop(row["id"], None)
+        seconds = row["seconds"] if since is None else self.clock() - since
+        tail = f" after {seconds:.1f}s" if seconds else ""
+        if row["cost_usd"] or row.get("estimated_usd"):
+            tail += f", {money(row['cost_usd'])}"
         msg = f": {row['error']}" if row["error"] else ""
         self._line(f"[{self.done}/{self.total}] {row['status']} {describe(row)}{tail}{msg}")
 
@@ -70,51 +108,16 @@ class PlainReporter(QuietReporter):
         print(text, file=self.stream, flush=True)
 
 
-class LiveReporter(QuietReporter):
-    """rich progress bar: done/total, running, spend, ETA; failures printed above it. rich is
-    imported when the plan arrives, so a no-op build on a terminal never loads it."""
-
-    def __init__(self) -> None:
-        self.progress: Any = None
-        self.task: Any = None
-        self.running = 0
-        self.spent = 0.0
-
-    def planned(self, event: Event) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")))
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("running {task.fields[running]}"), TextColumn("spent ${task.fields[spent]:.2f}"),
-            TimeRemainingColumn(), console=console, transient=False)
-        self.progress.start()
-        self.task = self.progress.add_task("build", total=len(event.tracks), running=0, spent=0.0)
-
-    def started(self, event: Event) -> None:
-        self.running += 1
-        self.progress.update(self.task, running=self.running)
-
-    def finished(self, event: Event) -> None:
-        row = event.track
-        assert row is not None
-        if row["action"] != "up-to-date" and row["status"] != "skipped":
-            self.running = max(0, self.running - 1)
-        self.spent += row["cost_usd"]
-        if row["status"] == "failed":
-            self.progress.console.print(f"[red]failed[/red] {row['id']}: {row['error']}", markup=True,
-                                        highlight=False)
-        self.progress.update(self.task, advance=1, running=self.running, spent=self.spent)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+def live_terminal() -> bool:
+    """stderr is a terminal a live display can redraw, and this is not CI."""
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
 
 
 def make_reporter(quiet: bool, verbose: bool) -> QuietReporter:
     if quiet:
         return QuietReporter()
-    if sys.stderr.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI"):
+    if live_terminal():
+        from .live import LiveReporter
+
         return LiveReporter()
     return PlainReporter(verbose=verbose)

@@ -249,3 +249,14 @@ def test_out_of_range_samples_are_clipped_not_wrapped() -> None:
 def test_decode_garbage_raises() -> None:
     with pytest.raises(ValueError):
         decode(b"definitely not audio" * 100)
+
+
+def test_a_long_ogg_encodes_without_crashing() -> None:
+    """libsndfile's Vorbis encoder dies of SIGSEGV on one write of about a minute of audio (a 30 s
+    track crashed whole builds): encoding writes in blocks. In a subprocess, so a crash is a failure."""
+    code = ("import numpy as np; from musicbuild.audio.convert import encode_bytes, decode; "
+            "a = (np.random.default_rng(0).standard_normal((90 * 44100, 2)) * 0.1).astype('float32'); "
+            "data = encode_bytes(a, 44100, 'ogg'); print(decode(data)[0].shape[0])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    assert abs(int(proc.stdout) - 90 * 44100) < 4096

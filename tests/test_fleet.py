@@ -99,11 +99,12 @@ def test_four_workers_with_a_coordinator_share_one_accounts_limits(tmp_path: Pat
         fleet = Fleet(tmp_path, emu, 24, redis_server.url)
         try:
             for i in range(4):
-                fleet.start(f"w{i}")
+                fleet.start(f"w{i}", "-v")
             codes = fleet.wait()
         finally:
             fleet.kill_all()
         assert codes == {f"w{i}": 0 for i in range(4)}, [fleet.log(f"w{i}")[-2000:] for i in range(4)]
+        assert all(": another worker generates it" in fleet.log(f"w{i}") for i in range(4))  # its progress says so
         assert emu.requests_in_any_window(60.0) <= RPM
         assert four_hundred_twenty_nines(emu) <= 3
         assert creates_per_prompt(emu) == {f"fleet cue {i}": 1 for i in range(24)}  # every generation once

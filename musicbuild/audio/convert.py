@@ -141,6 +141,9 @@ def _fix_ogg_serial(data: bytes, serial: int = _OGG_SERIAL) -> bytes:
 _PCM_SUBTYPES = {16: "PCM_16", 24: "PCM_24"}
 
 
+WRITE_BLOCK = 65536  # frames per libsndfile write
+
+
 def _encode_soundfile(arr: np.ndarray, sample_rate: int, fmt: str, bitrate_kbps: int | None,
                       bit_depth: int | None = None) -> bytes:
     sf_format, subtype = _SF_FORMATS[fmt]
@@ -157,7 +160,8 @@ def _encode_soundfile(arr: np.ndarray, sample_rate: int, fmt: str, bitrate_kbps:
     try:
         with sf.SoundFile(buf, "w", samplerate=sample_rate, channels=arr.shape[1],
                           format=sf_format, subtype=subtype, **kwargs) as f:
-            f.write(arr)
+            for start in range(0, len(arr), WRITE_BLOCK):  # libsndfile's Vorbis encoder crashes (SIGSEGV)
+                f.write(arr[start:start + WRITE_BLOCK])   # on one write of a minute or so of audio
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise ValueError(f"cannot encode {fmt} at {sample_rate} Hz, "
                          f"{arr.shape[1]} channel(s): {exc}") from exc

@@ -82,7 +82,7 @@ class AIgatewayProvider(HostedProvider):
             message = err.get("message") or err.get("code") if isinstance(err, dict) else err
             return JobStatus("failed", error=f"{status}: {message}" if message else status, charged_usd=0.0)
         if status != "completed":  # queued / running / processing, or a state newer than our docs
-            return JobStatus("pending")
+            return JobStatus("pending", stage=status)
         result = data.get("result") if isinstance(data.get("result"), dict) else {}
         url = result.get("url") or result.get("file_url") or data.get("result_url")
         if not url:

@@ -19,6 +19,11 @@ from ..yamlsrc import Path_
 from .catalog import BUILTIN, ProviderInfo, estimate_track
 
 
+# where a job is, as ``JobHandle.progress`` reports it: the create is on its way; the service says
+# the job waits in its queue; it runs and we poll it; its audio is coming down
+STAGES = ("submitting", "queued", "polling", "downloading")
+
+
 class JobRecordView(Protocol):
     """What a provider may read of its job's journal record."""
 
@@ -48,6 +53,9 @@ class JobHandle(Protocol):
     ``done`` once the service says the job finished (its slot is freed; downloads come from a CDN),
     or ``failed``/``gone``. A create that got no readable answer ends in ``ambiguous``; the
     service's own refusal in ``refused``. The executor records ``collected`` once the audio is stored.
+
+    ``progress`` is no transition, only news for the live display: where the job is now, one of
+    ``STAGES``. A provider that never calls it is shown as running.
     """
 
     @property
@@ -61,6 +69,7 @@ class JobHandle(Protocol):
     def gone(self, error: str) -> None: ...
     def ambiguous(self, error: str) -> None: ...
     def refused(self, error: str) -> None: ...
+    def progress(self, stage: str) -> None: ...
 
 
 class Provider(ABC):

@@ -170,7 +170,7 @@ class BeatraProvider(HostedProvider):
             return JobStatus("failed", error=f"{status}: {message or 'no reason given'}",
                              charged_usd=charged, refunded_usd=refunded)
         if status != "succeeded":  # queued, running, or a preview-API state we do not know yet
-            return JobStatus("pending")
+            return JobStatus("pending", stage=status)
         output = task.get("output") if isinstance(task.get("output"), dict) else {}
         clips = [c for c in output.get("clips") or [] if isinstance(c, dict) and isinstance(c.get("audio"), dict)]
         urls = [c["audio"]["url"] for c in clips if c["audio"].get("url")]

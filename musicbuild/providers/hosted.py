@@ -33,6 +33,7 @@ from .polling import LatencyModel, best_schedule, learning_delay
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 POLL_ERRORS = 4  # unreadable or failing polls in a row before the track gives up (the job stays journaled)
 GONE_AFTER = 2  # 404s in a row before a job counts as gone (one could be a routing hiccup)
+QUEUED = frozenset({"queued", "received", "pending"})  # services' words for a job not started yet
 
 
 @dataclass
@@ -46,6 +47,7 @@ class JobStatus:
     partial: Mapping[str, Any] | None = None  # some clips failed: expected, delivered, errors
     poll: Mapping[str, Any] | None = None  # new polling state to journal
     prefetched: dict[str, bytes] = field(default_factory=dict)  # url -> bytes polling already fetched
+    stage: str | None = None  # the service's own word for a pending job (queued, running, ...), for display
 
 
 @dataclass
@@ -123,6 +125,7 @@ class HostedProvider(Provider):
         return await self._finish(job, None, fresh=False)
 
     async def _create(self, spec: TrackSpec, job: JobHandle) -> JobStatus | None:
+        job.progress("submitting")
         token = create_hook.set(job.sent)
         try:
             submitted = await self.submit(spec, job.record.key)
@@ -179,6 +182,7 @@ class HostedProvider(Provider):
         known = self.charge(job.record, status, None)
         if known is not None:
             job.done(status.poll, *known)
+        job.progress("downloading")
         clips = await self._download(job, status)
         if known is None:
             known = self.charge(job.record, status, clips)
@@ -217,6 +221,7 @@ class HostedProvider(Provider):
         if fresh.state != "done":
             raise ProviderError(f"{self.name}: job {job.record.job_id} was finished but now reports {fresh.state}",
                                 retryable=True)
+        job.progress("downloading")
         return [await self.fetch(url, fresh.prefetched.get(url)) for url in fresh.urls]
 
     async def _wait(self, job: JobHandle, fresh: bool) -> JobStatus:
@@ -224,6 +229,7 @@ class HostedProvider(Provider):
         polls, last_pending, last_poll, errors, missing = 0, 0.0, None, 0, 0
         key = id(job)
         self._sleeping[key] = start
+        job.progress("polling")
         try:
             while True:
                 delay = self.next_poll_delay(self.clock.now() - start, polls, last_poll)
@@ -245,6 +251,8 @@ class HostedProvider(Provider):
                 polls += 1
                 elapsed = last_poll = last_sent.get() - start  # when the service looked, not when we heard back
                 if status.state == "pending":
+                    if status.stage is not None:  # (a 304 says nothing new)
+                        job.progress("queued" if status.stage.lower() in QUEUED else "polling")
                     if status.poll is not None:
                         job.update(status.poll)
                     last_pending = elapsed

@@ -81,7 +81,7 @@ class SonautoProvider(HostedProvider):
         status = data.get("status") if isinstance(data, dict) else data
         status = str(status or "").strip().strip('"').upper()
         if status not in ("SUCCESS", "FAILURE"):
-            return JobStatus("pending")
+            return JobStatus("pending", stage=status)
         record = await self.http.get_json(f"/v1/generations/{job['job_id']}")
         record = record if isinstance(record, dict) else {}
         if status == "FAILURE":
