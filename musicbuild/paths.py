@@ -73,11 +73,13 @@ class InputPolicy:
             real = (self.root / rel).resolve()
         except (OSError, RuntimeError) as exc:  # a symlink loop
             raise PathProblem(f"cannot resolve {rel}: {getattr(exc, 'strerror', None) or exc}") from None
-        if any(inside(real, system) for system in SYSTEM_ROOTS):
-            raise PathProblem(f"{rel} is a system file ({real}); inputs must be ordinary files")
+        system = next((s for s in SYSTEM_ROOTS if inside(real, s)), None)
+        if system is not None:
+            raise PathProblem(f"{rel} is a system file (under {system}), not an input; inputs must be ordinary files")
         if not inside(real, self.root) and not any(inside(real, a) for a in self.allowed):
-            raise PathProblem(f"{rel} resolves to {real}, outside the manifest's folder; inputs stay inside it "
-                              f"unless the manifest allows their folder: inputs: {{allow: [{real.parent}]}}")
+            where = "" if str(real) == rel else f" (it resolves to {real})"
+            raise PathProblem(f"{rel} is outside the manifest's folder{where}; inputs stay inside it unless the "
+                              f"manifest allows a folder that holds them, e.g. inputs: {{allow: [{real.parent}]}}")
         try:
             st = os.stat(real)
         except FileNotFoundError:

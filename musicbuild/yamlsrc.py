@@ -109,8 +109,9 @@ def _check_shape(root: yaml.Node, max_nodes: int, max_depth: int) -> None:
             size[key] = 1 + sum(size[id(k)] for k in kids)
             height[key] = (1 + max((height[id(k)] for k in kids), default=0)) if kids else 0
             if size[key] > max_nodes:
-                _fail(node, f"this value expands to more than {max_nodes:,} values: anchors (&name) repeated by "
-                            "aliases (*name) multiply; a manifest this big needs MUSICBUILD_MAX_TRACKS raised")
+                _fail(node, f"this value expands to more than {max_nodes:,} values (every alias *name repeats "
+                            "its anchor &name); write it out plainly, or raise MUSICBUILD_MAX_TRACKS for a really "
+                            "big catalogue")
             if height[key] > max_depth:
                 _fail(node, f"nested more than {max_depth} levels deep; a manifest needs a few levels")
             continue
