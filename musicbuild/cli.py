@@ -17,6 +17,7 @@ from . import __version__
 from .errors import MusicbuildError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CLOSED_PIPE = 141  # what a shell reports for a process ended by SIGPIPE (`musicbuild status | head`)
 LAST_REPORT = "last-report.json"
 
 
@@ -116,18 +117,40 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _interrupt_on_sigterm()
+    from .redact import RedactingStream
+
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(stdout), RedactingStream(stderr)  # no secret is ever printed
     try:
-        code = _main(list(sys.argv[1:] if argv is None else argv))
-    except MusicbuildError as exc:
-        for i, line in enumerate(exc.lines()):
-            print(line if i or _is_diagnostic(exc) else f"musicbuild: {line}", file=sys.stderr)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        print("musicbuild: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+        code = _run(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        try:
+            return _main(argv)
+        except MusicbuildError as exc:
+            for i, line in enumerate(exc.lines()):
+                print(line if i or _is_diagnostic(exc) else f"musicbuild: {line}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("musicbuild: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            sys.stdout.flush()  # a reader that went away shows up here at the latest
+    except BrokenPipeError:
+        # the reader closed the pipe (`| head`): stop quietly, and keep the interpreter's own
+        # final flush from complaining about it
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_CLOSED_PIPE
 
 
 def _is_diagnostic(exc: MusicbuildError) -> bool:
@@ -149,9 +172,19 @@ def _main(argv: list[str]) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from . import redact
     from .manifest import load_manifest
 
-    return load_manifest(args.file)
+    manifest = load_manifest(args.file)
+    for provider in manifest.providers.values():  # keys named by api_key_env, whatever the name
+        redact.remember(os.environ.get(provider.api_key_env or ""), f"${provider.api_key_env}")
+    redact.remember_url(manifest.remote)
+    redact.remember_url(getattr(args, "remote", None))
+    return manifest
+
+
+def _warn(text: str) -> None:
+    print(f"musicbuild: warning: {text}", file=sys.stderr)
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -164,7 +197,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not args.targets and not args.force and not args.shard and not args.remote:
         from . import stamp
 
-        fresh = stamp.read_fresh(args.file, os.environ)
+        fresh = stamp.read_fresh(args.file, os.environ, _warn)
         if fresh is not None:
             rows = fresh["rows"]
             _say(args, f"{len(rows)} tracks up to date, nothing to do")
@@ -207,13 +240,20 @@ def _write_reports(args: argparse.Namespace, doc: dict[str, Any], cache_dir: Pat
     from .report import write_report
 
     if cache_dir is not None:  # `musicbuild report` renders the last build again
-        write_report(cache_dir / LAST_REPORT, doc)
-    if args.report:
-        write_report(args.report, doc)
-    if args.junit:
-        from .junit import write_junit
+        try:
+            write_report(cache_dir / LAST_REPORT, doc)
+        except OSError as exc:  # derived state: the build itself is done
+            _warn(f"could not record this build for `musicbuild report` ({exc.strerror}: {cache_dir / LAST_REPORT})")
+    try:
+        if args.report:
+            write_report(args.report, doc)
+        if args.junit:
+            from .junit import write_junit
 
-        write_junit(args.junit, doc)
+            write_junit(args.junit, doc)
+    except OSError as exc:
+        raise MusicbuildError(f"cannot write the report {exc.filename or ''}: {exc.strerror}",
+                              "the build itself finished; free space or fix the path and run it again") from None
 
 
 def _plan(args: argparse.Namespace, force: bool = False) -> tuple[Any, list[Any]]:
@@ -272,7 +312,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not args.targets:
             from . import stamp
 
-            if stamp.fresh_rows(args.file) is not None:
+            if stamp.fresh_rows(args.file, warn=_warn) is not None:
                 return EXIT_OK
         _, planned = _plan(args)
     except MusicbuildError as exc:
@@ -305,7 +345,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from .maintenance import clean
 
     manifest = _load(args)
-    removed = clean(manifest, select(manifest, args.targets), dry_run=args.dry_run)
+    removed = clean(manifest, select(manifest, args.targets), dry_run=args.dry_run, whole=not args.targets)
     verb = "would remove" if args.dry_run else "removed"
     for rel in removed:
         _say(args, f"{verb} {rel}")
@@ -370,12 +410,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if not args.junit and not args.html:
         raise UsageError("report needs --junit FILE and/or --html FILE")
+    from .report import read_report
+
     manifest = _load(args)
-    path = manifest.cache_dir / LAST_REPORT
     try:
-        doc = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first") from None
+        doc = read_report(manifest.cache_dir / LAST_REPORT)
+    except ValueError as exc:
+        raise UsageError(f"the record of the last build: {exc}", "run `musicbuild build` to record a new one") from None
+    if doc is None:
+        raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first")
     if args.junit:
         from .junit import write_junit
 

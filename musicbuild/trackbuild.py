@@ -258,7 +258,7 @@ class TrackBuilder:
             path = self._confine(rel, fmt)
             if path is None:
                 return ()
-            outs.append(OutputSpec(clip, rel, path))
+            outs.append(OutputSpec(clip, rel, path, self.ld.realdir(self.output_dir)))
         if clips == "all":
             probe = self._guard("out", lambda: {self.ld.renderer.render(template, {**self.ctx, "clip": c}) for c in (1, 2)})
             if probe is not None and len(probe) < 2:
