@@ -90,18 +90,17 @@ def read_fresh(manifest_file: Path, env: Mapping[str, str],
 
 
 def _fresh(stamp: Any, cache_dir: Path, manifest_sha256: str, env: Mapping[str, str]) -> bool:
-    if not isinstance(stamp, dict):
-        raise TypeError("not a JSON object")
+    """Whether ``stamp`` proves nothing changed; ``TypeError``/``KeyError`` if it is not a stamp."""
+    rows, files = stamp["rows"], [*stamp["inputs"], *stamp["outputs"]]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("action"), str)
+                                             and isinstance(r.get("status"), str) for r in rows):
+        raise TypeError("rows are not report rows")
     if (stamp.get("v") != STAMP_VERSION or stamp.get("tool") != __version__
             or stamp.get("cache_dir") != str(cache_dir)
             or stamp.get("manifest_sha256") != manifest_sha256
             or stamp.get("remote_env") != remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE"))):
         return False
-    rows = stamp["rows"]
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("action"), str)
-                                             and isinstance(r.get("status"), str) for r in rows):
-        raise TypeError("rows are not report rows")
-    for path, st in [*stamp["inputs"], *stamp["outputs"]]:
+    for path, st in files:
         if st is None or _stat(str(path)) != st:  # a file that was missing never matches
             return False
     return True
