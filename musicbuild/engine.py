@@ -250,10 +250,11 @@ def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summ
         stamp.remove(manifest.cache_dir, manifest.path)
         return
     inputs = [f for s in specs for f in s.files] + [lock.lock_path(manifest.path)]
-    outputs = [o.path for s in specs for o in s.outputs]
-    if not all(stamp.as_recorded(p, cache.get_output(p)) for p in outputs):  # deleted or edited meanwhile
+    records = {o.path: cache.get_output(o.path) for s in specs for o in s.outputs}
+    if not all(stamp.as_recorded(p, r) for p, r in records.items()):  # deleted or edited meanwhile
         stamp.remove(manifest.cache_dir, manifest.path)
         return
+    outputs = [(p, stamp.recorded_stat(r)) for p, r in records.items()]
     rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0))
             for o in summary.outcomes]
     stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows,

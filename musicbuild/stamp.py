@@ -106,18 +106,26 @@ def _fresh(stamp: Any, cache_dir: Path, manifest_sha256: str, env: Mapping[str, 
     return True
 
 
+def recorded_stat(record: Mapping[str, Any] | None) -> list[int] | None:
+    """[size, mtime_ns] of what the cache recorded writing or seeing at an output."""
+    return None if record is None else [record.get("size"), record.get("mtime_ns")]
+
+
 def as_recorded(path: Path, record: Mapping[str, Any] | None) -> bool:
     """Whether ``path`` is, by size and mtime, the file the cache recorded writing or seeing there."""
-    return record is not None and _stat(str(path)) == [record.get("size"), record.get("mtime_ns")]
+    return record is not None and _stat(str(path)) == recorded_stat(record)
 
 
 def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path],
-          outputs: Iterable[Path], rows: list[dict[str, Any]], remote_env: str | None = None) -> None:
+          outputs: Iterable[tuple[Path, list[int] | None]], rows: list[dict[str, Any]],
+          remote_env: str | None = None) -> None:
+    """``outputs``: (path, [size, mtime_ns] the build wrote or saw there), not stat-ed again here, so an
+    output edited at the last moment cannot slip into the stamp as fine."""
     doc = {
         "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
         "remote_env": remote_fingerprint(remote_env), "manifest_sha256": manifest_sha256,
         "inputs": [[str(p), _stat(str(p))] for p in sorted(set(inputs))],
-        "outputs": [[str(p), _stat(str(p))] for p in outputs],
+        "outputs": [[str(p), st] for p, st in outputs],
         "rows": rows,
     }
     if any(st is None for _, st in doc["inputs"] + doc["outputs"]):  # something vanished: no promise
