@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import jinja2
 
-from .sandbox import BoundedSandbox, TemplateLimit, render_bounded
+from .sandbox import BoundedSandbox, TemplateLimit, TimeBudget, render_bounded
 
 
 class RenderError(Exception):
@@ -27,6 +27,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
         )
         self._compiled: dict[str, jinja2.Template] = {}
+        self._time = TimeBudget()
 
     def render(self, source: str, context: Mapping[str, Any], origin: str | None = None) -> str:
         """Render ``source``; ``origin`` names the file it came from, for messages."""
@@ -39,7 +40,7 @@ class Renderer:
         try:
             if template is None:
                 template = self._compiled[source] = self._env.from_string(source)
-            return render_bounded(template, context)
+            return render_bounded(template, context, self._time, source)
         except TemplateLimit as exc:
             message = f"template stopped: {exc.args[0]}; templates are for text, not computation (see 'Limits' in the README)"
             line = _template_line(exc)

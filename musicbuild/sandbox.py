@@ -9,7 +9,9 @@ checked before it runs, everything a render produces is counted, and the render 
 - all values one render makes together: at most ``MAX_WORK`` characters;
 - integers from arithmetic: at most ``MAX_INT_BITS`` bits;
 - one render: at most ``MAX_RENDER_SECONDS`` of wall-clock time (SIGALRM, main thread only; the
-  size limits hold everywhere).
+  size limits hold everywhere). A template stopped by the deadline fails at once when it is rendered
+  again (the next matrix combination), and once stopped renders have taken ``MAX_STOPPED_SECONDS``
+  together no more templates are rendered: the manifest has failed already.
 
 Operators (``* ** + %``) go through ``call_binop`` (Jinja's ``intercepted_binops``), ``~`` and
 buffered blocks through a small code generator, filters through wrappers, methods through ``call``.
@@ -27,7 +29,9 @@ from typing import Any, Callable, Iterator
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .limits import MAX_INT_BITS, MAX_RENDER_SECONDS, MAX_TEXT, MAX_WORK
+import time
+
+from .limits import MAX_INT_BITS, MAX_RENDER_SECONDS, MAX_STOPPED_SECONDS, MAX_TEXT, MAX_WORK
 
 SIZED = (str, bytes, list, tuple, dict, set, frozenset)
 REMOVED_FILTERS = ("urlize",)  # adds its options' text to every URL in the value: no use in a prompt
@@ -39,6 +43,18 @@ _FIELD = re.compile(r"\{([^{}]*)\}")  # str.format fields, innermost
 
 class TemplateLimit(Exception):
     """A template went over one of the limits; ``args[0]`` says which."""
+
+
+class TemplateTimeout(TemplateLimit):
+    pass
+
+
+class TimeBudget:
+    """The render time of one manifest's templates (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.stopped = 0.0  # seconds spent in renders the deadline stopped
+        self.timed_out: set[str] = set()  # their sources
 
 
 _state = threading.local()
@@ -295,16 +311,27 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return _bounded("".join([str(p) for p in parts]))
 
 
-def render_bounded(template: Any, context: Any) -> str:
-    """Render with the budget reset, the output streamed and counted, under the deadline."""
+def render_bounded(template: Any, context: Any, budget: TimeBudget, source: str) -> str:
+    """Render with the work count reset, the output streamed and counted, under the deadline."""
+    if source in budget.timed_out:
+        raise TemplateTimeout(f"the render took longer than {MAX_RENDER_SECONDS:g} s (already for other values)")
+    left = MAX_STOPPED_SECONDS - budget.stopped
+    if left <= 0:
+        raise TemplateTimeout("not rendered: this manifest's templates have run out of time already")
     _state.work = 0
     chunks, size = [], 0
-    with deadline(MAX_RENDER_SECONDS):
-        for chunk in template.generate(context):
-            size += len(chunk)
-            if size > MAX_TEXT:
-                raise TemplateLimit(f"the output passed {MAX_TEXT:,} characters")
-            chunks.append(chunk)
+    started = time.monotonic()
+    try:
+        with deadline(min(MAX_RENDER_SECONDS, left)):
+            for chunk in template.generate(context):
+                size += len(chunk)
+                if size > MAX_TEXT:
+                    raise TemplateLimit(f"the output passed {MAX_TEXT:,} characters")
+                chunks.append(chunk)
+    except TemplateTimeout:
+        budget.stopped += time.monotonic() - started
+        budget.timed_out.add(source)
+        raise
     return "".join(chunks)
 
 
@@ -323,7 +350,7 @@ def deadline(seconds: float) -> Iterator[None]:
 
     def on_alarm(signum: int, frame: Any) -> None:
         if armed[0]:
-            raise TemplateLimit(f"the render took longer than {seconds:g} s")
+            raise TemplateTimeout(f"the render took longer than {seconds:.2g} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
