@@ -11,7 +11,6 @@ needs is refused at once. A value PyYAML cannot construct (``!!float x``, an unk
 """
 from __future__ import annotations
 
-import binascii
 import datetime
 import re
 from dataclasses import dataclass, field
@@ -71,8 +70,13 @@ def load_yaml(text: str, file: str, max_nodes: int = 2_000_000,
     except yaml.MarkedYAMLError as exc:
         line, col, message = _explain_syntax(exc, text)
         raise YamlSyntaxError(line, col, f"invalid YAML: {message}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a NUL byte
+        before = text[: max(exc.position, 0)]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise YamlSyntaxError(line, col, f"invalid YAML: the character U+{exc.character:04X} is not allowed in "
+                                         "YAML text; write it escaped inside double quotes (e.g. \"\\t\")") from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(1, 1, f"invalid YAML: {exc}") from None
+        raise YamlSyntaxError(1, 1, "invalid YAML: " + " ".join(str(exc).split())) from None
     except RecursionError:  # the pure-Python composer (no libyaml) nests one call per level
         raise YamlSyntaxError(1, 1, f"the YAML is nested too deeply (more than {max_depth} levels)") from None
     if node is None:
@@ -150,7 +154,7 @@ def _construct(node: yaml.Node, ctor: Any, path: Path_) -> Any:
             mark = exc.problem_mark or node.start_mark
             raise YamlSyntaxError(mark.line + 1, mark.column + 1, _unknown_tag(tag), path) from None
         _fail(node, f"cannot read this value: {exc.problem}", path)
-    except (ValueError, TypeError, AttributeError, OverflowError, binascii.Error) as exc:
+    except Exception as exc:  # ValueError, IndexError, binascii.Error...: PyYAML has no one error for this
         want = _TAG_VALUES.get(tag[2:])
         if want and isinstance(node, yaml.ScalarNode):
             _fail(node, f"{node.value!r} is not {want}, which the tag {tag} asks for; fix the value "
