@@ -2,12 +2,13 @@
 
 Each manifest (``tests/manifest_strategies.py``: plausible structure, wrong types, hostile templates
 and paths, every YAML feature, raw text damage) runs ``musicbuild validate`` and, when that passes,
-``musicbuild plan``, each in a forked child of this process (imports already done, so a case costs
-its own work), killed after ``--timeout`` seconds. Printed: N, exit codes, tracebacks (grouped by
+``musicbuild plan`` (with ``--build``, also ``musicbuild build`` when every track is on the offline
+``local`` provider: hosted ones would be contacted for real), each in a forked child of this process
+(imports already done, so a case costs its own work), killed after ``--timeout`` seconds. Printed: N, exit codes, tracebacks (grouped by
 exception and place), hangs, error lines not of the FILE:LINE:COL form, the slowest case and the
 largest memory growth of a case.
 
-    python bench/fuzz_manifests.py [--examples 5000] [--timeout 10] [--seed 1]
+    python bench/fuzz_manifests.py [--examples 5000] [--timeout 10] [--seed 1] [--build]
 """
 from __future__ import annotations
 
@@ -40,14 +41,17 @@ from tests.manifest_strategies import FUZZ_ENV, write_inputs, yaml_texts  # noqa
 LINE = re.compile(r"^musicbuild\.yaml:(\d+:\d+:)? \S")  # FILE:LINE:COL: message, or FILE: message
 
 
-def child(command: str, out_fd: int) -> None:
+def child(command: list[str], out_fd: int) -> None:
     """In the forked child: run one command, report as JSON on ``out_fd``, exit."""
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     err = io.StringIO()
     result: dict = {}
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            result["code"] = main(["-f", "musicbuild.yaml", command])
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                result["code"] = main(["-f", "musicbuild.yaml", *command])
+            result["stdout"] = out.getvalue()[-20000:]
     except BaseException as exc:  # noqa: BLE001 - a traceback is what we are counting
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         result["traceback"] = f"{type(exc).__name__} at {Path(frame.filename).name}:{frame.lineno}"
@@ -58,7 +62,7 @@ def child(command: str, out_fd: int) -> None:
     os._exit(0)
 
 
-def run_forked(command: str, timeout: float) -> dict:
+def run_forked(command: list[str], timeout: float) -> dict:
     read_fd, write_fd = os.pipe()
     started = time.monotonic()
     pid = os.fork()
@@ -86,11 +90,19 @@ def run_forked(command: str, timeout: float) -> dict:
     return result
 
 
+def _all_local(plan_json: str) -> bool:
+    try:
+        return all(t["provider"] == "local" for t in json.loads(plan_json)["tracks"])
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def main_bench() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--examples", type=int, default=5000)
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--build", action="store_true", help="also build manifests whose tracks are all local")
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="mb-fuzz-"))
@@ -121,7 +133,8 @@ def main_bench() -> None:
                 path.unlink(missing_ok=True)
         (project / "musicbuild.yaml").write_text(text, "utf-8", errors="surrogateescape")
         stats["cases"] += 1
-        for command in ("validate", "plan"):
+        commands = [["validate"], ["plan", "--json"]]
+        for command in commands:
             result = run_forked(command, args.timeout)
             stats["runs"] += 1
             if result.get("hang"):
@@ -132,7 +145,7 @@ def main_bench() -> None:
                 stats["tracebacks"][result["traceback"]] += 1
                 examples.setdefault(result["traceback"], text + "\n" + result.get("detail", ""))
                 break
-            stats["codes"][f"{command} {result['code']}"] += 1
+            stats["codes"][f"{command[0]} {result['code']}"] += 1
             stray = [ln for ln in result["stderr"].splitlines() if ln and not LINE.match(ln)] if result["code"] else []
             if stray:
                 stats["stray"] += 1
@@ -141,6 +154,8 @@ def main_bench() -> None:
                 stats["slowest"] = (result["seconds"], text[:300])
             if result["growth_mb"] > stats["most_memory"][0]:
                 stats["most_memory"] = (result["growth_mb"], text[:300])
+            if command[0] == "plan" and result["code"] == 0 and args.build and _all_local(result["stdout"]):
+                commands.append(["build", "-k"])
             if result["code"] != 0:
                 break
 
