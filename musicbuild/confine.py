@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from .errors import MusicbuildError
+
 _NAME_BUDGET = 180  # of the target's name in a temp name (a name may have at most 255 bytes)
 TEMP_NAME = re.compile(r"^\..*\.mb(?P<pid>\d+)-[A-Za-z0-9_]{8}\.tmp(?:\.[A-Za-z0-9]+)?$")
 LEGACY_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(?:\.[A-Za-z0-9]+)?$")  # before the pid was in it
@@ -31,7 +33,7 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLL
 _FD_PATHS = Path("/proc/self/fd").is_dir()
 
 
-class OutsideOutputDir(OSError):
+class OutsideOutputDir(MusicbuildError):
     """A folder on the way to an output is a symlink (or a file) now: writing there could leave output_dir."""
 
 
@@ -132,8 +134,8 @@ def open_folder(root: Path, parts: Iterable[str], create: bool) -> int:
                 nxt = _open_child(fd, part)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-                    raise OutsideOutputDir(exc.errno, f"{part} is no longer a folder inside {root} (a symlink or a "
-                                                      "file took its place); refusing to write through it") from None
+                    raise OutsideOutputDir(f"{part} is no longer a folder inside {root} (a symlink or a file took "
+                                           "its place); refusing to write through it") from None
                 raise
             os.close(fd)
             fd = nxt
@@ -148,7 +150,7 @@ def _open_child(fd: int, part: str) -> int:
         return os.open(part, _DIR_FLAGS, dir_fd=fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise OutsideOutputDir(exc.errno, f"{part} was replaced by a symlink or a file") from None
+            raise OutsideOutputDir(f"{part} was replaced by a symlink or a file while it was created") from None
         raise
 
 

@@ -18,6 +18,7 @@ from .errors import ConfigError
 MAX_TRACKS_ENV = "MUSICBUILD_MAX_TRACKS"
 DEFAULT_MAX_TRACKS = 100_000  # tracks after matrix expansion, over the whole manifest
 YAML_NODES_PER_TRACK = 20  # values a manifest may expand to (anchors counted at every alias), per track
+MIN_YAML_NODES = 1_000_000  # ... and at least this many, however low the track limit
 MAX_YAML_DEPTH = 64  # nesting levels of mappings and lists
 
 MAX_TEXT = 1_000_000  # characters (or items) of one value a template makes, and of its whole output
@@ -44,4 +45,4 @@ def max_tracks(env: Mapping[str, str] | None = None) -> int:
 
 
 def max_yaml_nodes(env: Mapping[str, str] | None = None) -> int:
-    return max_tracks(env) * YAML_NODES_PER_TRACK
+    return max(MIN_YAML_NODES, max_tracks(env) * YAML_NODES_PER_TRACK)
