@@ -4,7 +4,8 @@ Each manifest (``tests/manifest_strategies.py``: plausible structure, wrong type
 and paths, every YAML feature, raw text damage) runs ``musicbuild validate`` and, when that passes,
 ``musicbuild plan`` (with ``--build``, also ``musicbuild build`` when every track is on the offline
 ``local`` provider: hosted ones would be contacted for real), each in a forked child of this process
-(imports already done, so a case costs its own work), killed after ``--timeout`` seconds. Printed: N, exit codes, tracebacks (grouped by
+(imports already done, so a case costs its own work), killed after ``--timeout`` seconds (a build,
+which synthesizes and encodes real audio, after ``--build-timeout``). Printed: N, exit codes, tracebacks (grouped by
 exception and place), hangs, error lines not of the FILE:LINE:COL form, the slowest case and the
 largest memory growth of a case.
 
@@ -103,6 +104,7 @@ def main_bench() -> None:
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--build", action="store_true", help="also build manifests whose tracks are all local")
+    ap.add_argument("--build-timeout", type=float, default=120.0)
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="mb-fuzz-"))
@@ -135,10 +137,11 @@ def main_bench() -> None:
         stats["cases"] += 1
         commands = [["validate"], ["plan", "--json"]]
         for command in commands:
-            result = run_forked(command, args.timeout)
+            result = run_forked(command, args.build_timeout if command[0] == "build" else args.timeout)
             stats["runs"] += 1
             if result.get("hang"):
                 stats["hangs"] += 1
+                stats["codes"][f"{command[0]} hang"] += 1
                 examples.setdefault("hang", text)
                 break
             if "traceback" in result:
@@ -170,7 +173,7 @@ def main_bench() -> None:
     print(f"fuzzed manifests: {stats['cases']} (seed {args.seed}), CLI runs: {stats['runs']}, wall {wall:.0f} s")
     print(f"exit codes: {dict(sorted(stats['codes'].items()))}")
     print(f"tracebacks: {sum(stats['tracebacks'].values())} {dict(stats['tracebacks'])}")
-    print(f"hangs (over {args.timeout:g} s): {stats['hangs']}")
+    print(f"hangs (validate/plan over {args.timeout:g} s, build over {args.build_timeout:g} s): {stats['hangs']}")
     print(f"error lines not FILE:LINE:COL: {stats['stray']}")
     print(f"slowest run: {stats['slowest'][0]:.2f} s; largest peak-memory growth of a run: {stats['most_memory'][0]:.0f} MB")
     for name, text in list(examples.items())[:10]:

@@ -25,7 +25,7 @@ MAX_TEXT = 1_000_000  # characters (or items) of one value a template makes, and
 MAX_WORK = 10_000_000  # characters all the operations of one template render may produce together
 MAX_INT_BITS = 10_000  # size of an integer a template's arithmetic may make (~3,000 digits)
 MAX_RENDER_SECONDS = 1.0  # wall-clock time of one template render
-MAX_STOPPED_SECONDS = 1.5  # renders stopped by that deadline, together, per manifest: then none run
+MAX_STOPPED_SECONDS = 1.0  # renders stopped by that deadline, together, per manifest: then none run
 MAX_INPUT_TEXT = 1_000_000  # bytes of a prompt_file or lyrics_file
 MAX_INPUT_BINARY = 200_000_000  # bytes of a cover image or reference audio
 
