@@ -117,14 +117,15 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _interrupt_on_sigterm()
-    from .redact import RedactingStream
+    from .console import redacted_streams, silence_closed_stdout
 
-    stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = RedactingStream(stdout), RedactingStream(stderr)  # no secret is ever printed
-    try:
-        code = _run(list(sys.argv[1:] if argv is None else argv))
-    finally:
-        sys.stdout, sys.stderr = stdout, stderr
+    with redacted_streams():  # no secret is ever printed, in any form
+        try:
+            code = _run(list(sys.argv[1:] if argv is None else argv))
+            sys.stdout.flush()  # a reader that went away shows up here at the latest
+        except BrokenPipeError:  # `musicbuild status | head`: stop quietly
+            silence_closed_stdout()
+            code = EXIT_CLOSED_PIPE
     if argv is None:
         sys.exit(code)
     return code
@@ -132,25 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     try:
-        try:
-            return _main(argv)
-        except MusicbuildError as exc:
-            for i, line in enumerate(exc.lines()):
-                print(line if i or _is_diagnostic(exc) else f"musicbuild: {line}", file=sys.stderr)
-            return exc.exit_code
-        except KeyboardInterrupt:
-            print("musicbuild: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            sys.stdout.flush()  # a reader that went away shows up here at the latest
-    except BrokenPipeError:
-        # the reader closed the pipe (`| head`): stop quietly, and keep the interpreter's own
-        # final flush from complaining about it
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_CLOSED_PIPE
+        return _main(argv)
+    except MusicbuildError as exc:
+        for i, line in enumerate(exc.lines()):
+            print(line if i or _is_diagnostic(exc) else f"musicbuild: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("musicbuild: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _is_diagnostic(exc: MusicbuildError) -> bool:
@@ -176,10 +166,8 @@ def _load(args: argparse.Namespace) -> Any:
     from .manifest import load_manifest
 
     manifest = load_manifest(args.file)
-    for provider in manifest.providers.values():  # keys named by api_key_env, whatever the name
-        redact.remember(os.environ.get(provider.api_key_env or ""), f"${provider.api_key_env}")
-    redact.remember_url(manifest.remote)
-    redact.remember_url(getattr(args, "remote", None))
+    redact.remember_config([p.api_key_env for p in manifest.providers.values()],  # whatever their names
+                           [manifest.remote, getattr(args, "remote", None)])
     return manifest
 
 

@@ -48,6 +48,17 @@ def remember_url(url: str | None) -> None:
         remember(password)
 
 
+def remember_config(key_envs: Iterable[str | None], urls: Iterable[str | None],
+                    env: Mapping[str, str] | None = None) -> None:
+    """Register the keys held by the variables a manifest names (``api_key_env``) and URL passwords."""
+    env = os.environ if env is None else env
+    for name in key_envs:
+        if name:
+            remember(env.get(name), f"${name}")
+    for url in urls:
+        remember_url(url)
+
+
 def secrets(env: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
     """(secret, label) pairs, longest first."""
     env = os.environ if env is None else env

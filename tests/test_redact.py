@@ -17,7 +17,7 @@ from musicbuild.redact import RedactingStream, redact, redact_data, remember, ur
 from .conftest import Project
 from .emulators.aigateway import AIgatewayEmulator
 from .emulators.base import Response
-from .test_resilience import SCALE, build, one_track
+from .test_resilience import SCALE, build, one_track, provider, write_manifest
 
 KEY = "sk-live_Ab+C/d=e0123456789zz"  # base64 and URL-encoding both change it
 
@@ -149,3 +149,17 @@ def test_the_remote_cache_password_is_not_stored_in_the_stamp(project: Project, 
     monkeypatch.setenv("MUSICBUILD_REMOTE_CACHE", f"memory://ci:{password}@team/another-cache-{id(project)}")
     assert "nothing to do" not in project.run("build").err  # another remote: the full path
     assert password not in first.err + first.out
+
+
+def test_a_key_in_a_variable_of_any_name_is_redacted(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``api_key_env: GWCRED`` does not look like a secret's name: the manifest says it is one."""
+    monkeypatch.setenv("MUSICBUILD_TIME_SCALE", str(SCALE))
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.setenv("GWCRED", KEY)
+    with EncodingEchoGateway(FORMS["base64-of-bearer"], time_scale=SCALE, latency=10, audio_seconds=3,
+                             api_key="another-key") as gw:
+        write_manifest(project, {"gw": provider("aigateway", gw, api_key_env="GWCRED")},
+                       [{"id": "a", "provider": "gw", "prompt": "a"}])
+        result, report = build(project)
+    assert result.code == 1 and "$GWCRED" in result.err
+    assert leaks(result.err + result.out + json.dumps(report)) == []
