@@ -116,9 +116,12 @@ def test_random_deletes_and_edits_during_builds_leave_check_status_and_verify_ag
 
     damaged_total = 0
     for _round in range(3):
+        for output in build_dir.glob("*.wav") if build_dir.is_dir() else ():
+            output.unlink()  # every round materializes every track: seconds of outputs appearing to damage
         proc = subprocess.Popen([sys.executable, "-m", "musicbuild", "-q", "build"], cwd=tmp_path,
                                 stderr=subprocess.PIPE, text=True)
-        while proc.poll() is None:  # at random moments, damage a random output that exists now
+        stop = time.monotonic() + rng.uniform(0.5, 3.0)  # then let the build end in peace, so the last
+        while proc.poll() is None and time.monotonic() < stop:  # damage is not always after its stamp
             time.sleep(rng.uniform(0.0, 0.1))
             done = [p for p in build_dir.glob("*.wav") if not p.name.startswith(".")] if build_dir.is_dir() else []
             if done:
@@ -127,7 +130,7 @@ def test_random_deletes_and_edits_during_builds_leave_check_status_and_verify_ag
                     damaged_total += 1
                 except FileNotFoundError:
                     pass
-        _, err = proc.communicate()
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         locked = json.loads((tmp_path / "musicbuild.lock").read_text())["tracks"]
         good = {tid: _sha(build_dir / block["outputs"][0]["path"]) == block["outputs"][0]["sha256"]
