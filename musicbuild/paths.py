@@ -23,7 +23,7 @@ from typing import Iterable
 
 NAME_MAX = 255  # bytes per file name on every common file system
 PATH_MAX = 4096
-SYSTEM_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+SYSTEM_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))  # never inputs; the first two never folders we write
 
 
 class PathProblem(ValueError):
@@ -122,6 +122,9 @@ def dir_problem(text: str, root: Path, *, writable: bool) -> str | None:
     if problem:
         return problem
     path = root / text
+    system = next((s for s in SYSTEM_ROOTS[:2] if inside(path.resolve(), s)), None)  # /dev/shm is fine
+    if system is not None:
+        return f"is under {system}, where nothing can be kept"
     probe = path
     while not probe.exists() and probe != probe.parent:
         if probe.is_symlink():

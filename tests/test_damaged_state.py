@@ -220,3 +220,10 @@ def test_status_into_a_closed_pipe_exits_quietly(project: Project) -> None:
     assert first == b"t0: missing\n"
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert code == 141
+
+
+def test_a_cache_dir_under_proc_is_refused_by_validate(project: Project) -> None:
+    """As root, os.access says yes to /proc; opening the cache there would fail later."""
+    project.write(SMALL.replace("version: 1", "version: 1\ncache_dir: \"{{ '/proc/musicbuild-cache' }}\""))
+    result = project.run("validate")
+    assert result.code == 2 and "cache_dir: is under /proc, where nothing can be kept" in result.err
