@@ -119,7 +119,8 @@ def main_bench() -> None:
     os.environ["NO_COLOR"] = "1"
 
     stats: dict = {"cases": 0, "runs": 0, "codes": collections.Counter(), "tracebacks": collections.Counter(),
-                   "hangs": 0, "stray": 0, "slowest": (0.0, ""), "most_memory": (0.0, "")}
+                   "hangs": 0, "stray": 0, "slowest": collections.defaultdict(float),
+                   "most_memory": collections.defaultdict(float)}
     examples: dict = {}
 
     @seed(args.seed)
@@ -153,10 +154,9 @@ def main_bench() -> None:
             if stray:
                 stats["stray"] += 1
                 examples.setdefault("stray: " + stray[0][:80], text)
-            if result["seconds"] > stats["slowest"][0]:
-                stats["slowest"] = (result["seconds"], text[:300])
-            if result["growth_mb"] > stats["most_memory"][0]:
-                stats["most_memory"] = (result["growth_mb"], text[:300])
+            name = command[0]
+            stats["slowest"][name] = max(stats["slowest"][name], result["seconds"])
+            stats["most_memory"][name] = max(stats["most_memory"][name], result["growth_mb"])
             if command[0] == "plan" and result["code"] == 0 and args.build and _all_local(result["stdout"]):
                 commands.append(["build", "-k"])
             if result["code"] != 0:
@@ -175,7 +175,9 @@ def main_bench() -> None:
     print(f"tracebacks: {sum(stats['tracebacks'].values())} {dict(stats['tracebacks'])}")
     print(f"hangs (validate/plan over {args.timeout:g} s, build over {args.build_timeout:g} s): {stats['hangs']}")
     print(f"error lines not FILE:LINE:COL: {stats['stray']}")
-    print(f"slowest run: {stats['slowest'][0]:.2f} s; largest peak-memory growth of a run: {stats['most_memory'][0]:.0f} MB")
+    for name in stats["slowest"]:
+        print(f"{name}: slowest run {stats['slowest'][name]:.2f} s, largest peak-memory growth "
+              f"{stats['most_memory'][name]:.0f} MB")
     for name, text in list(examples.items())[:10]:
         print(f"\n--- example: {name}\n{text[:2000]}")
 
