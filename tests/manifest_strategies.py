@@ -145,15 +145,33 @@ PROVIDER = st.fixed_dictionaries(
               "max_concurrent": INTS, "options": anything(1), "price": anything(1)})
 
 
+HOSTILE_FIELDS: dict[str, st.SearchStrategy] = {  # one of these in an otherwise sound manifest gets rendered
+    "prompt": st.sampled_from(HOSTILE_TEMPLATES), "lyrics": st.sampled_from(HOSTILE_TEMPLATES),
+    "out": st.sampled_from(PATHS), "prompt_file": st.sampled_from(PATHS), "lyrics_file": st.sampled_from(PATHS),
+    "reference_audio": st.sampled_from(PATHS), "id": TRACK_FIELDS["id"], "duration": TRACK_FIELDS["duration"],
+    "metadata": st.fixed_dictionaries({"cover": st.sampled_from(PATHS)}),
+    "vars": st.fixed_dictionaries({"mood": st.sampled_from(HOSTILE_TEMPLATES)}),
+}
+
+
 @st.composite
 def clean_manifests(draw: Any) -> dict[str, Any]:
-    """Manifests that mostly validate: what follows validation (plan, keys, provider rules) runs."""
+    """Manifests that mostly validate: what follows validation (plan, keys, provider rules) runs.
+    A third carry one hostile value, which then really is rendered or resolved."""
     doc: dict[str, Any] = {"version": 1, "vars": {"mood": draw(st.sampled_from(["calm", "dark"]))}}
     if draw(st.booleans()):
         doc["defaults"] = {"duration": draw(st.sampled_from([1, 4])), "format": draw(CLEAN_FIELDS["format"])}
     if draw(st.integers(0, 3)) == 0:
         doc["output_dir"] = draw(st.sampled_from(["out", "{{ 'build' }}"]))
     doc["tracks"] = [draw(clean_track(i)) for i in range(draw(st.integers(1, 4)))]
+    if draw(st.integers(0, 2)) == 0:
+        track = draw(st.sampled_from(doc["tracks"]))
+        key = draw(st.sampled_from(list(HOSTILE_FIELDS)))
+        track[key] = draw(HOSTILE_FIELDS[key])
+        if key == "prompt_file":
+            track.pop("prompt", None)
+        elif key == "prompt":
+            track.pop("prompt_file", None)
     return doc
 
 

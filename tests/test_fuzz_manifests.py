@@ -6,7 +6,7 @@ under 2 s and grows the process's peak memory by less than 200 MB. Environment p
 key variable) print ``musicbuild: ...`` lines; the fuzz sets every variable it names so that only
 manifest problems remain.
 
-Bounded for CI (``MUSICBUILD_FUZZ_EXAMPLES``, default 1500, 20-30 s); run more with e.g.
+Bounded for CI (``MUSICBUILD_FUZZ_EXAMPLES``, default 1000, about 20 s); run more with e.g.
 ``MUSICBUILD_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest tests/test_fuzz_manifests.py``, or
 ``bench/fuzz_manifests.py``, which also catches hangs and counts everything.
 """
@@ -29,7 +29,7 @@ from musicbuild.cli import main
 
 from .manifest_strategies import FUZZ_ENV, write_inputs, yaml_texts
 
-EXAMPLES = int(os.environ.get("MUSICBUILD_FUZZ_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("MUSICBUILD_FUZZ_EXAMPLES", "1000"))
 LINE = re.compile(r"^musicbuild\.yaml:(\d+:\d+:)? \S")  # FILE:LINE:COL: message, or FILE: message
 MAX_SECONDS = 2.0
 MAX_GROWTH_MB = 200
