@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Union
 
-from .errors import UsageError
+from .errors import MusicbuildError, UsageError
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 PathLike = Union[str, os.PathLike]  # not "os.PathLike[str]": a forward reference costs ms of import time
 LAST_REPORT = "last-report.json"  # in cache_dir: what `musicbuild report` renders again
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CLOSED_PIPE = 141  # what a shell reports for a process ended by SIGPIPE (`musicbuild status | head`)
 
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class BuildResult(NamedTuple):
     interrupted: bool = False
     budget_stopped: bool = False  # --max-cost kept tracks from being submitted
     shard_skipped: int = 0  # tracks left to other shards (not failures)
+    cache_dir: str = ""
 
     @property
     def noop(self) -> bool:
@@ -139,10 +141,15 @@ class Status(NamedTuple):
 
 
 def load(path: PathLike = "musicbuild.yaml", *, env: Mapping[str, str] | None = None) -> "Manifest":
-    """Parse, validate and render a manifest; raises ``ManifestError`` listing every problem."""
+    """Parse, validate and render a manifest; raises ``ManifestError`` listing every problem.
+    The keys its providers name (``api_key_env``) and its cache URL's password are registered for
+    redaction: they never appear in any message, report or page, in any encoding."""
+    from . import redact
     from .manifest import load_manifest
 
-    return load_manifest(Path(path), env)
+    manifest = load_manifest(Path(path), env)
+    redact.remember_config([p.api_key_env for p in manifest.providers.values()], [manifest.remote], env)
+    return manifest
 
 
 def _manifest(manifest: "Manifest | PathLike", env: Mapping[str, str] | None) -> "Manifest":
@@ -192,14 +199,15 @@ def plan(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable[
 
 
 def check(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable[str] = (), *,
-          env: Mapping[str, str] | None = None) -> list[TrackRow]:
+          env: Mapping[str, str] | None = None, on_warning: Callable[[str], None] | None = None) -> list[TrackRow]:
     """The plan rows of the tracks a build would touch: empty means everything is up to date.
-    Given a path and no targets, a fresh null-build stamp answers without loading the manifest."""
+    Given a path and no targets, a fresh null-build stamp answers without loading the manifest
+    (a damaged stamp is thrown away, said to ``on_warning``, and the full path taken)."""
     targets = list(targets)
     if not targets and not hasattr(manifest, "tracks"):
         from . import stamp
 
-        if stamp.fresh_rows(Path(manifest), env) is not None:  # type: ignore[arg-type]
+        if stamp.fresh_rows(Path(manifest), env, on_warning) is not None:  # type: ignore[arg-type]
             return []
     return [row for row in plan(manifest, targets, env=env) if row["action"] != "up-to-date"]
 
@@ -242,12 +250,16 @@ def build(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable
     if not targets and not force and not shard and not remote and not hasattr(manifest, "tracks"):
         from . import stamp
 
-        fresh = stamp.read_fresh(Path(manifest), env)  # type: ignore[arg-type]
+        repaired: list[str] = []
+        fresh = stamp.read_fresh(Path(manifest), env, repaired.append)  # type: ignore[arg-type]
         if fresh is not None:
-            result = BuildResult(None, fresh["rows"], str(manifest))
-            if report or junit:  # last-report.json keeps the last real build
-                _write_reports(result.report, Path(fresh["cache_dir"]), report, junit)
+            result = BuildResult(None, fresh["rows"], str(manifest), cache_dir=str(fresh["cache_dir"]))
+            if report or junit:
+                write_reports(result, report, junit)
             return result
+        repairs = tuple(repaired)  # a damaged stamp, thrown away: said in the build's warnings
+    else:
+        repairs = ()
     from .engine import BuildOptions, build as run_build
     from .report import report_document
 
@@ -257,10 +269,22 @@ def build(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable
                            coordinator=coordinator)
     reporter = _EventReporter(on_event) if on_event is not None else _Silent()
     summary = run_build(manifest, options, reporter, env).summary
+    summary.warnings[:0] = repairs
     doc = report_document(summary)
     _write_reports(doc, manifest.cache_dir, report, junit)
     return BuildResult(doc, None, str(manifest.path), interrupted=summary.interrupted,
-                       budget_stopped=summary.budget_stopped, shard_skipped=summary.shard_skipped)
+                       budget_stopped=summary.budget_stopped, shard_skipped=summary.shard_skipped,
+                       cache_dir=str(manifest.cache_dir))
+
+
+def write_reports(result: BuildResult, report: PathLike | None = None, junit: PathLike | None = None,
+                  on_warning: Callable[[str], None] | None = None) -> None:
+    """Write a build's JSON report and/or JUnit XML (``build`` does it when given the paths; the CLI
+    does it after printing the summary). A no-op build is recorded as the last build here too;
+    failing to record it is said to ``on_warning``. Raises ``MusicbuildError`` if an asked-for file
+    cannot be written."""
+    _write_reports(dict(result.report), Path(result.cache_dir), report, junit, record=result.noop,
+                   on_warning=on_warning)
 
 
 def _check_remote(url: str, env: Mapping[str, str]) -> None:
@@ -276,16 +300,29 @@ def _check_remote(url: str, env: Mapping[str, str]) -> None:
     getattr(store, "close", lambda: None)()
 
 
-def _write_reports(doc: dict[str, Any], cache_dir: Path, report: PathLike | None, junit: PathLike | None) -> None:
+def _write_reports(doc: dict[str, Any], cache_dir: Path, report: PathLike | None, junit: PathLike | None,
+                   record: bool = True, on_warning: Callable[[str], None] | None = None) -> None:
+    """The report where asked, and (``record``) as the last build for `musicbuild report`. Failing
+    to record is a warning (derived state: the build itself is done; in ``doc`` unless
+    ``on_warning`` takes it); failing to write an asked-for report is an error."""
     from .report import write_report
 
-    write_report(cache_dir / LAST_REPORT, doc)  # `musicbuild report` renders the last build again
-    if report:
-        write_report(Path(report), doc)
-    if junit:
-        from .junit import write_junit
+    if record:
+        try:
+            write_report(cache_dir / LAST_REPORT, doc)
+        except OSError as exc:
+            said = f"could not record this build for `musicbuild report` ({exc.strerror}: {cache_dir / LAST_REPORT})"
+            on_warning(said) if on_warning is not None else doc.setdefault("warnings", []).append(said)
+    try:
+        if report:
+            write_report(Path(report), doc)
+        if junit:
+            from .junit import write_junit
 
-        write_junit(Path(junit), doc)
+            write_junit(Path(junit), doc)
+    except OSError as exc:
+        raise MusicbuildError(f"cannot write the report {exc.filename or ''}: {exc.strerror}",
+                              "the build itself finished; free space or fix the path and run it again") from None
 
 
 class _Silent:
@@ -330,13 +367,14 @@ class _EventReporter(_Silent):
 
 def clean(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable[str] = (), *,
           dry_run: bool = False, env: Mapping[str, str] | None = None) -> list[str]:
-    """Remove the built outputs of the selected tracks (never the cache); returns them, relative
-    to output_dir."""
+    """Remove the built outputs of the selected tracks (never the cache) and stale musicbuild temp
+    files (all of output_dir's without targets); returns them, relative to output_dir."""
     from .engine import select
     from .maintenance import clean as remove
 
+    targets = list(targets)
     manifest = _manifest(manifest, env)
-    return remove(manifest, select(manifest, targets), dry_run=dry_run)
+    return remove(manifest, select(manifest, targets), dry_run=dry_run, whole=not targets)
 
 
 def clean_dead(manifest: "Manifest | PathLike" = "musicbuild.yaml", *, dry_run: bool = False,
@@ -398,14 +436,17 @@ def verify(manifest: "Manifest | PathLike" = "musicbuild.yaml", *,
 
 def last_report(manifest: "Manifest | PathLike" = "musicbuild.yaml", *,
                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The report document of the last build of this manifest."""
-    import json
+    """The report document of the last build of this manifest (a damaged record is removed)."""
+    from .report import read_report
 
     manifest = _manifest(manifest, env)
     try:
-        return json.loads((manifest.cache_dir / LAST_REPORT).read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first") from None
+        doc = read_report(manifest.cache_dir / LAST_REPORT)
+    except ValueError as exc:
+        raise UsageError(f"the record of the last build: {exc}", "run `musicbuild build` to record a new one") from None
+    if doc is None:
+        raise UsageError("no build has been recorded for this manifest yet", "run `musicbuild build` first")
+    return doc
 
 
 def spend(manifest: "Manifest | PathLike" = "musicbuild.yaml", *, journal: bool = False,

@@ -19,11 +19,13 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .confine import temp_prefix
 from .errors import CacheError
 from .journal import Journal, JobRecord, legacy_record
 
@@ -32,7 +34,7 @@ class Cache:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.blob_dir = directory / "blobs"
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # damage found and repaired, for the build's summary
         try:
             self.blob_dir.mkdir(parents=True, exist_ok=True)
             self.index = self._open_index()
@@ -85,7 +87,7 @@ class Cache:
     def put_blob(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         path = self.blob_path(sha)
-        if not path.exists():
+        if not self.has_blob(sha):
             atomic_write_bytes(path, data)
         return sha
 
@@ -93,7 +95,8 @@ class Cache:
         path = self.blob_path(sha)
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            self.has_blob(sha)  # repairs what can be repaired
             raise CacheError(f"cache blob {sha[:12]} is missing") from None
         if hashlib.sha256(data).hexdigest() != sha:
             path.unlink(missing_ok=True)
@@ -101,7 +104,18 @@ class Cache:
         return data
 
     def has_blob(self, sha: str) -> bool:
-        return self.blob_path(sha).exists()
+        path = self.blob_path(sha)
+        if path.is_file():
+            return True
+        if path.is_dir() or path.parent.is_file():  # damaged derived state: throw it away
+            self._discard(path if path.is_dir() else path.parent)
+        return False
+
+    def _discard(self, path: Path) -> None:
+        kind = "folder" if path.is_dir() else "file"
+        _remove(path)
+        self.warnings.append(f"the cache held a {kind} where audio belongs ({path}); removed it: that audio "
+                             "is fetched or generated again")
 
     def iter_blobs(self) -> Iterator[tuple[str, int]]:
         for sub in self.blob_dir.iterdir() if self.blob_dir.exists() else ():
@@ -111,7 +125,7 @@ class Cache:
                         yield f.name, f.stat().st_size
 
     def remove_blob(self, sha: str) -> None:
-        self.blob_path(sha).unlink(missing_ok=True)
+        _remove(self.blob_path(sha))
 
     # -- generations -------------------------------------------------------------------------
     def get_generation(self, gen_key: str) -> dict[str, Any] | None:
@@ -206,11 +220,23 @@ def generation_from_job(job: JobRecord) -> dict[str, Any]:
             "recovered_from": "journal"}
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def exclusive_build(directory: Path) -> Iterator[None]:
     """One build per cache at a time: two builds racing would submit the same paid job twice."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "build.lock", "a+") as f:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        f = open(directory / "build.lock", "a+")
+    except OSError as exc:
+        raise CacheError(f"cannot use the cache folder {directory}: {exc.strerror}",
+                         "point cache_dir (or MUSICBUILD_CACHE_DIR) at a writable folder") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -239,12 +265,13 @@ FILE_MODE = _default_mode()
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """A new empty temp file next to ``path`` (same filesystem: the final rename is atomic).
+    """A new empty temp file next to ``path`` (same filesystem: the final rename is atomic), named
+    after its owner's pid (see ``confine``).
 
     mkstemp creates files 0600; outputs are for sharing, so they get the usual umask mode.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=suffix)
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
     return Path(tmp)

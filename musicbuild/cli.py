@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from . import __version__, api
-from .api import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .api import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .errors import MusicbuildError, UsageError
 
 
@@ -186,18 +186,30 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _interrupt_on_sigterm()
-    try:
-        code = _main(list(sys.argv[1:] if argv is None else argv))
-    except MusicbuildError as exc:
-        for i, line in enumerate(exc.lines()):
-            print(line if i or _is_diagnostic(exc) else f"musicbuild: {line}", file=sys.stderr)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        print("musicbuild: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+    from .console import redacted_streams, silence_closed_stdout
+
+    with redacted_streams():  # no secret is ever printed, in any form
+        try:
+            code = _run(list(sys.argv[1:] if argv is None else argv))
+            sys.stdout.flush()  # a reader that went away shows up here at the latest
+        except BrokenPipeError:  # `musicbuild status | head`: stop quietly
+            silence_closed_stdout()
+            code = EXIT_CLOSED_PIPE
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except MusicbuildError as exc:
+        for i, line in enumerate(exc.lines()):
+            print(line if i or _is_diagnostic(exc) else f"musicbuild: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("musicbuild: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _is_diagnostic(exc: MusicbuildError) -> bool:
@@ -223,6 +235,16 @@ def _main(argv: list[str]) -> int:
     return handler(args)
 
 
+def _write_reports(args: argparse.Namespace, result: Any) -> None:
+    """--report / --junit, after the summary was said (failing to write one is exit 1 then)."""
+    if args.report or args.junit:
+        api.write_reports(result, args.report, args.junit, on_warning=_warn)
+
+
+def _warn(text: str) -> None:
+    print(f"musicbuild: warning: {text}", file=sys.stderr)
+
+
 def _say(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
         print(text, file=sys.stderr)
@@ -237,7 +259,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         result = api.build(args.file, args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force,
                            max_cost=args.max_cost, locked=args.locked, frozen=args.frozen, offline=args.offline,
                            shard=args.shard, remote=args.remote, coordinator=args.coordinator,
-                           report=args.report, junit=args.junit,
                            on_event=None if args.quiet else reporter)
     finally:
         reporter.close()
@@ -248,9 +269,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             for row in result.rows:
                 print(describe(row), file=sys.stderr)
         _say(args, f"{len(result.rows)} tracks up to date, nothing to do")
+        _write_reports(args, result)
         return EXIT_OK
-    for warning in result.warnings:
-        print(f"musicbuild: warning: {warning}", file=sys.stderr)
+    for warning in result.report.get("warnings") or []:
+        _warn(warning)
+    _write_reports(args, result)
     _say(args, "{total} tracks: {generated} generated, {resumed} resumed, {materialized} materialized, "
                "{up_to_date} up to date, {failed} failed, {skipped} skipped; spent ${cost_usd:.2f}".format(**result.summary))
     if result.interrupted:
@@ -307,7 +330,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        stale = api.check(args.file, args.targets)
+        stale = api.check(args.file, args.targets, on_warning=_warn)
     except MusicbuildError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from . import lock, stamp
+from . import confine, lock, stamp
 from .cache import Cache, exclusive_build
 from .errors import BudgetError, ConfigError, ManifestError, UsageError
 from .executor import ExecOptions, Executor, Reporter
@@ -152,6 +152,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
             planned = make_plan(manifest, specs, cache, options.force, old_lock or {})
         preset = _preset_outcomes(planned, options)  # tracks this build will not run, and why
         runnable = [pt for pt in planned if pt.spec.id not in preset]
+        confine.sweep_folders(po.output.path.parent for pt in runnable for po in pt.outputs if po.state != "ok")
         paid = [pt for pt in runnable if pt.action in (Action.GENERATE, Action.RESUME)]
         total = round(sum(pt.est_cost_usd for pt in paid), 6)
         if options.max_cost is not None and total > options.max_cost:
@@ -177,6 +178,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         summary.collected = list(executor.collected)
         summary.warnings += coordination.warnings + cache.journal.warnings
         summary.shard_skipped = sum(1 for o in preset.values() if o.status == "skipped")
+        summary.warnings.extend(cache.warnings)
         uploads_pending = False
         if shared is not None and not summary.interrupted:
             left = shared.upload([pt.gen_key for pt in planned], wait=options.upload_wait)
@@ -320,7 +322,11 @@ def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summ
         stamp.remove(manifest.cache_dir, manifest.path)
         return
     inputs = [f for s in specs for f in s.files] + [lock.lock_path(manifest.path)]
-    outputs = [o.path for s in specs for o in s.outputs]
+    records = {o.path: cache.get_output(o.path) for s in specs for o in s.outputs}
+    if not all(stamp.as_recorded(p, r) for p, r in records.items()):  # deleted or edited meanwhile
+        stamp.remove(manifest.cache_dir, manifest.path)
+        return
+    outputs = [(p, stamp.recorded_stat(r)) for p, r in records.items()]
     rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0,
                                 estimated_usd=0.0, charged_usd=0.0, refunded_usd=0.0, outstanding_usd=0.0,
                                 cost_basis=None))

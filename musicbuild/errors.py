@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .redact import redact
+
 
 class MusicbuildError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message = redact(message)  # services quote keys back; no exception may carry one
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = redact(hint) if hint else hint
 
     def lines(self) -> list[str]:
         out = [self.message]

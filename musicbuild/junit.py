@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .cache import temp_beside
+from .redact import redact_data
 
 
 def write_junit(path: Path, report: Mapping[str, Any]) -> None:
     from junitparser import Failure, Skipped
     from junitparser.xunit2 import FlakyFailure, JUnitXml, TestCase, TestSuite
+
+    report = redact_data(report)
 
     suite = TestSuite(f"musicbuild {Path(str(report['manifest'])).name}")
     suite.timestamp = report.get("started_at") or None

@@ -27,6 +27,12 @@ class LockError(MusicbuildError):
     exit_code = 3
 
 
+class LockDamaged(LockError):
+    """The lock is not what ``build`` writes: user state, so it is never thrown away silently."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class LockedOutput:
     path: str  # relative to output_dir
@@ -56,32 +62,54 @@ class LockEntry:
 
     @classmethod
     def from_json(cls, track_id: str, data: Mapping[str, Any]) -> "LockEntry":
+        """One track's block; ``TypeError`` naming the field if it is not what ``build`` writes."""
+        _want(data, dict, track_id)
+        outputs = _want(data.get("outputs"), list, f"{track_id}.outputs")
+        for i, o in enumerate(outputs):
+            _want(o, dict, f"{track_id}.outputs[{i}]")
+            for key in ("path", "output_key", "sha256"):
+                _want(o.get(key), str, f"{track_id}.outputs[{i}].{key}")
+            _want(o.get("clip", 1), int, f"{track_id}.outputs[{i}].clip")
+        for key in ("gen_key", "provider", "model"):
+            _want(data.get(key), str, f"{track_id}.{key}")
+        job_ids = _want(data.get("job_ids") or [], list, f"{track_id}.job_ids")
         return cls(
-            id=track_id, gen_key=str(data["gen_key"]), provider=str(data["provider"]), model=str(data["model"]),
-            seed=int(data["seed"]), job_ids=tuple(str(j) for j in data.get("job_ids") or ()),
-            clips=str(data.get("clips", "first")),
-            outputs=tuple(LockedOutput(str(o["path"]), int(o.get("clip", 1)), str(o["output_key"]), str(o["sha256"]))
-                          for o in data["outputs"]))
+            id=track_id, gen_key=data["gen_key"], provider=data["provider"], model=data["model"],
+            seed=_want(data.get("seed"), int, f"{track_id}.seed"),
+            job_ids=tuple(_want(j, str, f"{track_id}.job_ids") for j in job_ids),
+            clips=_want(data.get("clips", "first"), str, f"{track_id}.clips"),
+            outputs=tuple(LockedOutput(o["path"], o.get("clip", 1), o["output_key"], o["sha256"]) for o in outputs))
 
 
 def lock_path(manifest_path: Path) -> Path:
     return manifest_path.parent / LOCK_NAME
 
 
+def _want(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{where} is not {'a whole number' if kind is int else 'a ' + kind.__name__}")
+    return value
+
+
 def read_lock(path: Path) -> dict[str, LockEntry] | None:
     """The lock's entries, or None when there is no lock yet."""
     try:
-        text = path.read_text("utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise LockError(f"cannot read {path.name}: {exc.strerror}") from None
     try:
-        data = json.loads(text)
+        data = _want(json.loads(raw.decode("utf-8")), dict, "the lock")
         if data.get("version") != LOCK_VERSION:
             raise ValueError(f"version {data.get('version')!r}, expected {LOCK_VERSION}")
-        return {str(k): LockEntry.from_json(str(k), v) for k, v in (data.get("tracks") or {}).items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LockError(f"{path.name} is damaged ({exc}); restore it from version control "
-                        "or delete it and run `musicbuild build`") from None
+        tracks = _want(data.get("tracks") or {}, dict, "tracks")
+        return {k: LockEntry.from_json(k, v) for k, v in tracks.items()}
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeDecodeError and JSON errors are ValueErrors
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else (
+            "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200])
+        raise LockDamaged(f"{path.name} is damaged ({reason}); restore it from version control "
+                          "or delete it and run `musicbuild build`") from None
 
 
 def render(entries: Iterable[LockEntry]) -> str:
@@ -96,11 +124,18 @@ def write_lock(path: Path, entries: Iterable[LockEntry], old: Mapping[str, LockE
         return False  # nothing changed: skip rendering a lock that may be megabytes
     text = render(entries)
     try:
-        if path.read_text("utf-8") == text:
+        if path.read_bytes() == text.encode("utf-8"):
             return False
     except FileNotFoundError:
         pass
-    atomic_write_bytes(path, text.encode("utf-8"))
+    except OSError:
+        pass  # writing it will say what is wrong
+    try:
+        atomic_write_bytes(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise MusicbuildError(f"cannot write {path}: {exc.strerror}",
+                              "the outputs are built; make the folder writable and run `musicbuild build` "
+                              "again to record them in the lock") from None
     return True
 
 

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import stamp
+from . import confine, stamp
 from .cache import Cache, file_sha256
+from .errors import MusicbuildError
 from .keys import generation_key
 from .lock import LockEntry, LockError, lock_path, read_lock
 from .manifest import Manifest
@@ -31,23 +32,46 @@ def status_row(pt: PlannedTrack) -> dict[str, Any]:
             "reasons": [r.value for r in pt.reasons], "out": [o.output.rel for o in pt.outputs]}
 
 
-def clean(manifest: Manifest, specs: list[TrackSpec], dry_run: bool = False) -> list[str]:
-    """Remove built outputs (never the cache); return what was removed, relative to output_dir."""
-    removed = []
+def clean(manifest: Manifest, specs: list[TrackSpec], dry_run: bool = False, whole: bool = True) -> list[str]:
+    """Remove built outputs and stale musicbuild temp files (never the cache); return what was
+    removed, relative to output_dir. ``whole``: look for temp files in all of output_dir, not only
+    beside these outputs (a temp file of an output whose ``out`` changed since sits elsewhere).
+    A dry run writes nothing, and no cache folder is created when there is none."""
+    removed: list[str] = []
+    failed: list[str] = []
+
+    def remove(path: Path, shown: str) -> None:
+        try:
+            if not dry_run:
+                path.unlink()
+            removed.append(shown)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append(f"{shown} ({exc.strerror})")
+
     for spec in specs:
         for out in spec.outputs:
             if out.path.exists():
-                removed.append(out.rel)
-                if not dry_run:
-                    out.path.unlink()
-            if not dry_run:
-                _prune_empty_dirs(out.path.parent, manifest.output_dir)
-    if not dry_run and cache_exists(manifest.cache_dir):
-        with Cache(manifest.cache_dir) as cache:
-            for spec in specs:
-                for out in spec.outputs:
-                    cache.remove_output(out.path)
-        stamp.remove(manifest.cache_dir, manifest.path)
+                remove(out.path, out.rel)
+    folders = {out.path.parent for spec in specs for out in spec.outputs}
+    temps = confine.temp_files(manifest.output_dir) if whole else [
+        p for folder in folders for p in confine.temp_files_in(folder)]
+    for temp in temps:
+        remove(temp, str(temp.relative_to(manifest.output_dir)) if temp.is_relative_to(manifest.output_dir) else str(temp))
+    if not dry_run:
+        for folder in sorted(folders | {t.parent for t in temps}, key=lambda p: -len(p.parts)):
+            _prune_empty_dirs(folder, manifest.output_dir)
+        if cache_exists(manifest.cache_dir):
+            with Cache(manifest.cache_dir) as cache:
+                for spec in specs:
+                    for out in spec.outputs:
+                        cache.remove_output(out.path)
+            stamp.remove(manifest.cache_dir, manifest.path)
+    if failed:
+        raise MusicbuildError(f"could not remove {len(failed)} file{'s' if len(failed) > 1 else ''}: "
+                              + ", ".join(failed[:5]) + (" and more" if len(failed) > 5 else ""),
+                              f"removed {len(removed)}; fix the permissions of output_dir and run clean again")
     return removed
 
 

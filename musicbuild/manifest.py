@@ -8,14 +8,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from . import schema
-from .errors import Diagnostic, ManifestError, UsageError
+from . import limits, paths, schema
+from .errors import ConfigError, Diagnostic, ManifestError, UsageError
+from .lock import LOCK_NAME
 from .model import ProviderConfig, TrackSpec
 from .providers.catalog import TYPES
 from .render import Renderer, RenderError
@@ -73,6 +75,7 @@ class _Loader:
         self.smap = SourceMap(self.file)
         self.diags: list[Diagnostic] = []
         self.renderer = Renderer()
+        self.inputs = paths.InputPolicy(self.root)
         self._file_cache: dict[Path, str] = {}
         self._realdirs: dict[Path, Path] = {}
 
@@ -92,9 +95,9 @@ class _Loader:
         except UnicodeDecodeError as exc:
             raise ManifestError([Diagnostic(self.file, 1, 1, "", f"not UTF-8 text ({exc.reason})")]) from None
         try:
-            data, self.smap, dupes = load_yaml(text, self.file)
+            data, self.smap, dupes = load_yaml(text, self.file, limits.max_yaml_nodes(self.env), limits.MAX_YAML_DEPTH)
         except YamlSyntaxError as exc:
-            raise ManifestError([Diagnostic(self.file, exc.line, exc.col, "", exc.message)]) from None
+            raise ManifestError([Diagnostic(self.file, exc.line, exc.col, format_path(exc.path), exc.message)]) from None
         for p, msg in dupes:
             self.error(p, msg)
         if not isinstance(data, dict):
@@ -105,9 +108,10 @@ class _Loader:
 
         top_vars = self._top_vars(data.get("vars", {}))
         output_dir = self._dir(data, "output_dir", "build", top_vars)
-        cache_env = self.env.get("MUSICBUILD_CACHE_DIR")
-        cache_dir = Path(cache_env).resolve() if cache_env else self._dir(data, "cache_dir", ".musicbuild", top_vars)
+        cache_dir = self._cache_dir(data, top_vars)
+        self.inputs = paths.InputPolicy(self.root, self._allowed_inputs(data.get("inputs", {}).get("allow", [])))
         providers = self._providers(data.get("providers", {}), top_vars)
+        max_tracks = limits.max_tracks(self.env)
 
         defaults = data.get("defaults", {})
         tracks: list[TrackSpec] = []
@@ -122,7 +126,8 @@ class _Loader:
                 if dropped & {"", "id", "matrix"}:
                     continue
                 raw_track = {k: v for k, v in raw_track.items() if k not in dropped}
-            expanded = self._expand(i, raw_track, defaults, top_vars, providers, output_dir, dropped)
+            expanded = self._expand(i, raw_track, defaults, top_vars, providers, output_dir, dropped,
+                                    max_tracks - len(tracks))
             if dropped:
                 continue
             for spec, combo in expanded:
@@ -141,6 +146,10 @@ class _Loader:
                                    f"(the default is {{{{ id }}}}.{{{{ format }}}}){_combo_note(combo)}")
                     outs[o.path] = spec.id
                 tracks.append(spec)
+            if len(tracks) > max_tracks:
+                self.error(("tracks", i), f"the tracks up to this entry are more than allowed: {_too_many(max_tracks)}")
+                break
+        self._protect(tracks, cache_dir, origins)
         if not data["tracks"]:
             self.error(("tracks",), "is empty: add at least one track")
         self.fail_if_errors()
@@ -190,6 +199,10 @@ class _Loader:
         except RenderError as exc:
             self.error((key,), exc.args[0])
             value = default
+        problem = paths.dir_problem(value, self.root, writable=key == "cache_dir")
+        if problem:
+            self.error((key,), problem)
+            value = default
         return (self.root / value).resolve()
 
     def _string(self, path: Path_, value: str, ctx: Mapping[str, Any]) -> str:
@@ -199,6 +212,45 @@ class _Loader:
         except RenderError as exc:
             self.error(path, exc.args[0])
             return value
+
+    def _cache_dir(self, data: dict, ctx: Mapping[str, Any]) -> Path:
+        """The cache folder: ``MUSICBUILD_CACHE_DIR``, else ``cache_dir``; checked here so that
+        ``validate`` refuses what opening the cache later would."""
+        cache_env = self.env.get("MUSICBUILD_CACHE_DIR")
+        if not cache_env:
+            return self._dir(data, "cache_dir", ".musicbuild", ctx)
+        problem = paths.dir_problem(cache_env, Path.cwd(), writable=True)
+        if problem:
+            raise ConfigError(f"MUSICBUILD_CACHE_DIR {problem}")
+        return Path(cache_env).resolve()
+
+    def _allowed_inputs(self, allow: list[str]) -> list[Path]:
+        """``inputs.allow``: folders outside the manifest's tree that inputs may come from."""
+        out = []
+        for j, text in enumerate(allow):
+            where = ("inputs", "allow", j)
+            problem = paths.text_problem(text)
+            folder = None if problem else (self.root / text).resolve()
+            if folder is not None and not folder.is_dir():
+                problem = "is not a folder"
+            elif folder is not None and any(paths.inside(folder, s) or paths.inside(s, folder) for s in paths.SYSTEM_ROOTS):
+                problem = f"covers {', '.join(map(str, paths.SYSTEM_ROOTS))}, whose files are never inputs"
+            if problem:
+                self.error(where, f"{text!r} {problem}")
+            elif folder is not None:
+                out.append(folder)
+        return out
+
+    def _protect(self, tracks: list[TrackSpec], cache_dir: Path, origins: Mapping[str, Path_]) -> None:
+        """Refuse outputs that would overwrite the manifest, the lock, an input or the cache."""
+        inputs = {f for spec in tracks for f in spec.files}
+        lock = self.root / LOCK_NAME
+        for spec in tracks:
+            for o in spec.outputs:
+                problem = paths.protected_problem(o.path, self.path, lock, inputs, cache_dir)
+                if problem:
+                    self.error(origins[spec.id] + ("out",), f"output path {o.rel!r} {problem}; choose another out "
+                                                            "or output_dir")
 
     def _providers(self, raw: dict, ctx: Mapping[str, Any]) -> dict[str, ProviderConfig]:
         out: dict[str, ProviderConfig] = {}
@@ -240,12 +292,13 @@ class _Loader:
         return out
 
     def _expand(self, i: int, track: dict, defaults: dict, top_vars: dict, providers: dict,
-                output_dir: Path, dropped: frozenset[str] = frozenset()) -> list[tuple[TrackSpec, dict[str, Any]]]:
+                output_dir: Path, dropped: frozenset[str] = frozenset(),
+                room: int = limits.DEFAULT_MAX_TRACKS) -> list[tuple[TrackSpec, dict[str, Any]]]:
         merged, origin_of = _merge_defaults(i, track, defaults)
         matrix = track.get("matrix")
         combos: list[dict[str, Any]] = [{}]
         if matrix:
-            combos = self._matrix(i, matrix)
+            combos = self._matrix(i, matrix, room)
         specs = []
         for combo in combos:
             builder = TrackBuilder(self, i, merged, origin_of, top_vars, combo, providers, output_dir, dropped)
@@ -254,10 +307,15 @@ class _Loader:
                 specs.append((spec, combo))
         return specs
 
-    def _matrix(self, i: int, matrix: dict) -> list[dict[str, Any]]:
+    def _matrix(self, i: int, matrix: dict, room: int) -> list[dict[str, Any]]:
         axes = {k: v for k, v in matrix.items() if k != "exclude"}
         if not axes:
             self.error(("tracks", i, "matrix"), "matrix needs at least one variable with a list of values")
+            return []
+        size = math.prod(len(v) for v in axes.values())
+        if size > room:  # before expanding it: a 1000 x 1000 matrix must not build a million specs first
+            left = f" ({room:,} after the entries above)" if room < limits.max_tracks(self.env) else ""
+            self.error(("tracks", i, "matrix"), f"this matrix makes {size:,} tracks{left}: {_too_many(limits.max_tracks(self.env))}")
             return []
         excludes = matrix.get("exclude", [])
         for j, ex in enumerate(excludes):
@@ -283,7 +341,8 @@ class _Loader:
 
     def read_text(self, path: Path) -> str:
         if path not in self._file_cache:
-            self._file_cache[path] = path.read_text("utf-8")
+            data = paths.read_limited(path, limits.MAX_INPUT_TEXT, path.name)
+            self._file_cache[path] = data.decode("utf-8")
         return self._file_cache[path]
 
     def realdir(self, path: Path) -> Path:
@@ -293,7 +352,12 @@ class _Loader:
         return self._realdirs[path]
 
     def resolve_input(self, rel: str) -> Path:
-        return (self.root / rel).resolve()
+        return self.inputs.resolve(rel)
+
+
+def _too_many(limit: int) -> str:
+    return (f"a manifest may make at most {limit:,} tracks; split it into several manifests, or raise the "
+            f"limit with the environment variable {limits.MAX_TRACKS_ENV}")
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -1,7 +1,9 @@
 """Materialize an output from the cache: decode the cached clip, convert, tag, write atomically.
 
 Free and local. Temp files live next to the target (same filesystem, so the final rename is atomic)
-and are removed on any failure, so a target is either the old file or the complete new one.
+and are removed on any failure, so a target is either the old file or the complete new one; the
+rename goes through the output's folder as it is at that moment, never through a symlink
+(``confine.py``). Stale temp files of dead builds are swept by the engine, once per folder.
 
 Each take is read and decoded once per track however many outputs use it, and a generation that
 was just stored is decoded from the bytes still in memory (no read-back). The decode itself stays:
@@ -10,12 +12,12 @@ build from the cache, on any machine.
 """
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .cache import Cache, file_sha256, temp_beside
+from .cache import Cache, file_sha256
+from .confine import ConfinedOutput
 from .model import PlannedOutput, TrackSpec
 
 
@@ -136,21 +138,15 @@ def materialize(cache: Cache, spec: TrackSpec, gen_key: str, generation: dict[st
 
     index, samples, rate = (takes or TakeAudio(cache, generation)).take(spec, planned)
     target = planned.output.path
-    if target.parent.is_dir():  # a build killed mid-write left its temp file; builds never overlap (flock)
-        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp*"):
-            stale.unlink(missing_ok=True)
-    tmp = temp_beside(target, suffix=f".tmp.{spec.format}")
-    try:
+    # written through directory descriptors: a folder swapped for a symlink meanwhile is refused
+    with ConfinedOutput(planned.output.root or target.parent, target, f".tmp.{spec.format}") as out:
+        tmp = out.path
         delivery = encode_delivery(samples, rate, spec, tmp)
         tagging.write_tags(tmp, spec.format, build_tags(spec, gen_key, generation, delivery))
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         sha = file_sha256(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    st = target.stat()
+        st = out.commit()
     record = {"out_key": planned.out_key, "gen_key": gen_key, "sha256": sha,
               "size": st.st_size, "mtime_ns": st.st_mtime_ns, "track": spec.id, "clip": index + 1, "parts": dict(planned.parts)}
     if delivery is not None:

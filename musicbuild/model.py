@@ -43,6 +43,7 @@ class OutputSpec:
     clip: int  # 1-based index of the provider's clip this file holds
     rel: str  # relative to output_dir, as rendered
     path: Path  # absolute
+    root: Path | None = None  # output_dir, resolved: the output is written only through folders inside it
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Sandboxed Jinja2 rendering: every manifest string and prompt/lyrics file is a template.
 
-The sandbox stops a manifest from reaching Python internals; StrictUndefined turns a misspelt
-variable into an error instead of an empty prompt that would still cost money to generate.
+The sandbox (``sandbox.py``) stops a manifest from reaching Python internals and bounds what a
+render may cost; StrictUndefined turns a misspelt variable into an error instead of an empty prompt
+that would still cost money to generate.
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import re
 from typing import Any, Mapping
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .sandbox import BoundedSandbox, TemplateLimit, TimeBudget, render_bounded
 
 
 class RenderError(Exception):
@@ -21,10 +23,11 @@ _SYNTAX_HINT = "write variables as {{ name }} and blocks as {% if ... %}...{% en
 
 class Renderer:
     def __init__(self) -> None:
-        self._env = ImmutableSandboxedEnvironment(
+        self._env = BoundedSandbox(
             undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
         )
         self._compiled: dict[str, jinja2.Template] = {}
+        self._time = TimeBudget()
 
     def render(self, source: str, context: Mapping[str, Any], origin: str | None = None) -> str:
         """Render ``source``; ``origin`` names the file it came from, for messages."""
@@ -37,7 +40,10 @@ class Renderer:
         try:
             if template is None:
                 template = self._compiled[source] = self._env.from_string(source)
-            return template.render(context)
+            return render_bounded(template, context, self._time, source)
+        except TemplateLimit as exc:
+            message = f"template stopped: {exc.args[0]}; templates are for text, not computation (see 'Limits' in the README)"
+            line = _template_line(exc)
         except jinja2.TemplateSyntaxError as exc:
             message, line = f"template syntax error: {(exc.message or '').rstrip('.')}; {_SYNTAX_HINT}", exc.lineno
         except jinja2.UndefinedError as exc:

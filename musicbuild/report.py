@@ -7,6 +7,7 @@ from typing import Any
 
 from .cache import atomic_write_bytes
 from .model import Action, BuildSummary, Outcome, PlannedTrack
+from .redact import redact
 
 REPORT_VERSION = 1
 
@@ -91,5 +92,40 @@ def noop_report(manifest: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return report_document(summary, rows)
 
 
+_TEXT, _NUMBER = {"type": ["string", "null"]}, {"type": ["number", "null"]}
+_SHAPE = {  # what `musicbuild report` reads back from last-report.json
+    "type": "object", "required": ["manifest", "tracks"],
+    "properties": {
+        "manifest": {"type": "string"}, "started_at": _TEXT, "finished_at": _TEXT,
+        "summary": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "tracks": {"type": "array", "items": {
+            "type": "object", "required": ["id", "status", "action", "provider", "out"],
+            "properties": {
+                "id": {"type": "string"}, "status": {"type": "string"}, "action": {"type": "string"},
+                "provider": {"type": "string"}, "model": _TEXT, "error": _TEXT, "seconds": _NUMBER,
+                "cost_usd": _NUMBER, "attempts": {"type": ["integer", "null"]},
+                "reasons": {"type": "array", "items": {"type": "string"}},
+                "out": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}}}}}
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """A report written by ``write_report``; None if there is none. A damaged one (it is derived
+    state) is removed, and reported as a ``ValueError`` saying why."""
+    import jsonschema
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        document = json.loads(data.decode("utf-8"))
+        jsonschema.validate(document, _SHAPE)
+    except (ValueError, RecursionError, jsonschema.ValidationError) as exc:
+        path.unlink(missing_ok=True)
+        reason = exc.message if isinstance(exc, jsonschema.ValidationError) else type(exc).__name__
+        raise ValueError(f"{path.name} was damaged ({reason}) and has been removed") from None
+    return document
+
+
 def write_report(path: Path, document: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(document, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (redact(json.dumps(document, indent=2)) + "\n").encode())

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .cache import atomic_write_bytes
+from .redact import redact, redact_data
 
 COLUMNS = 600  # waveform columns (SVG user units)
 HEIGHT = 40  # waveform height (SVG user units)
@@ -365,4 +366,4 @@ def write_review(path: Path, report: dict[str, Any], manifest: Any) -> None:
     """Write the review page for ``report`` (a SPEC 6 document) and ``manifest`` to ``path``."""
     path = Path(path)
     page_dir = path.resolve().parent
-    atomic_write_bytes(path, render_review(page_dir, report, manifest).encode("utf-8"))
+    atomic_write_bytes(path, redact(render_review(page_dir, redact_data(report), manifest)).encode("utf-8"))

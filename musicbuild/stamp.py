@@ -4,7 +4,11 @@ After a build of the whole manifest ends with every track ok, we record the mani
 the size+mtime of every file it read and of every output, and the report rows. The next command
 only hashes the manifest and stats those files: if nothing moved, nothing needs re-parsing,
 re-validating, re-rendering or re-hashing. Any difference falls back to the full path, so the stamp
-can make a no-op build fast but never make a stale build look fresh.
+can make a no-op build fast but never make a stale build look fresh: a file that was missing when
+the stamp was written never matches, and a build writes no stamp when an output it ends with is not
+the file it recorded (deleted or edited while it ran). A damaged stamp is derived state: it is
+removed with a warning, and the command takes the full path. The shared-cache URL is stored only
+as a hash of it without credentials.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import __version__
 from .cache import atomic_write_bytes
@@ -47,7 +51,15 @@ def guess_cache_dir(manifest: Path, text: bytes, env: Mapping[str, str]) -> Path
     return (manifest.parent / value.strip()).resolve()
 
 
-def read_fresh(manifest_file: Path, env: Mapping[str, str]) -> dict[str, Any] | None:
+def remote_fingerprint(url: str | None) -> str | None:
+    """What the stamp keeps of MUSICBUILD_REMOTE_CACHE: a hash of the URL without its userinfo."""
+    from .redact import url_without_userinfo
+
+    return hashlib.sha256(url_without_userinfo(url).encode()).hexdigest()[:16] if url else None
+
+
+def read_fresh(manifest_file: Path, env: Mapping[str, str],
+               warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """The stamp's rows if nothing changed since it was written, else None."""
     manifest = manifest_file.resolve()
     try:
@@ -57,41 +69,80 @@ def read_fresh(manifest_file: Path, env: Mapping[str, str]) -> dict[str, Any] | 
     cache_dir = guess_cache_dir(manifest, text, env)
     if cache_dir is None:
         return None
+    path = stamp_path(cache_dir, manifest)
     try:
-        stamp = json.loads(stamp_path(cache_dir, manifest).read_bytes())
-    except (OSError, ValueError):
+        raw = path.read_bytes()
+    except OSError:
         return None
+    try:
+        stamp = json.loads(raw)
+        fresh = _fresh(stamp, cache_dir, hashlib.sha256(text).hexdigest(), env)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if warn is not None:
+            warn(f"the null-build stamp {path} was damaged ({type(exc).__name__}); removed it (the next build "
+                 "writes a new one)")
+        return None
+    return stamp if fresh else None
+
+
+def _fresh(stamp: Any, cache_dir: Path, manifest_sha256: str, env: Mapping[str, str]) -> bool:
+    """Whether ``stamp`` proves nothing changed; ``TypeError``/``KeyError`` if it is not a stamp."""
+    rows, files = stamp["rows"], [*stamp["inputs"], *stamp["outputs"]]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("action"), str)
+                                             and isinstance(r.get("status"), str) for r in rows):
+        raise TypeError("rows are not report rows")
     if (stamp.get("v") != STAMP_VERSION or stamp.get("tool") != __version__
             or stamp.get("cache_dir") != str(cache_dir)
-            or stamp.get("manifest_sha256") != hashlib.sha256(text).hexdigest()
-            or stamp.get("remote_env") != env.get("MUSICBUILD_REMOTE_CACHE")):
-        return None
-    for path, st in stamp["inputs"]:
-        if _stat(path) != st:
-            return None
-    for path, st in stamp["outputs"]:
-        if _stat(path) != st:
-            return None
-    return stamp
+            or stamp.get("manifest_sha256") != manifest_sha256
+            or stamp.get("remote_env") != remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE"))):
+        return False
+    for path, st in files:
+        if st is None or _stat(str(path)) != st:  # a file that was missing never matches
+            return False
+    return True
+
+
+def recorded_stat(record: Mapping[str, Any] | None) -> list[int] | None:
+    """[size, mtime_ns] of what the cache recorded writing or seeing at an output."""
+    return None if record is None else [record.get("size"), record.get("mtime_ns")]
+
+
+def as_recorded(path: Path, record: Mapping[str, Any] | None) -> bool:
+    """Whether ``path`` is, by size and mtime, the file the cache recorded writing or seeing there."""
+    return record is not None and _stat(str(path)) == recorded_stat(record)
 
 
 def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path],
-          outputs: Iterable[Path], rows: list[dict[str, Any]], remote_env: str | None = None) -> None:
+          outputs: Iterable[tuple[Path, list[int] | None]], rows: list[dict[str, Any]],
+          remote_env: str | None = None) -> None:
+    """``outputs``: (path, [size, mtime_ns] the build wrote or saw there), not stat-ed again here, so an
+    output edited at the last moment cannot slip into the stamp as fine."""
     doc = {
-        "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir), "remote_env": remote_env,
-        "manifest_sha256": manifest_sha256,
+        "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
+        "remote_env": remote_fingerprint(remote_env), "manifest_sha256": manifest_sha256,
         "inputs": [[str(p), _stat(str(p))] for p in sorted(set(inputs))],
-        "outputs": [[str(p), _stat(str(p))] for p in outputs],
+        "outputs": [[str(p), st] for p, st in outputs],
         "rows": rows,
     }
+    if any(st is None for _, st in doc["inputs"] + doc["outputs"]):  # something vanished: no promise
+        remove(cache_dir, manifest)
+        return
     atomic_write_bytes(stamp_path(cache_dir, manifest), json.dumps(doc, separators=(",", ":")).encode())
 
 
 def remove(cache_dir: Path, manifest: Path) -> None:
-    stamp_path(cache_dir, manifest).unlink(missing_ok=True)
+    try:
+        stamp_path(cache_dir, manifest).unlink(missing_ok=True)
+    except OSError:  # e.g. "stamps" is not a folder: there is no stamp to trust either way
+        pass
 
 
-def fresh_rows(manifest_file: Path, env: Mapping[str, str] | None = None) -> list[dict[str, Any]] | None:
+def fresh_rows(manifest_file: Path, env: Mapping[str, str] | None = None,
+               warn: Callable[[str], None] | None = None) -> list[dict[str, Any]] | None:
     """Report rows of a whole-manifest no-op build, if the stamp proves nothing changed."""
-    found = read_fresh(manifest_file, os.environ if env is None else env)
+    found = read_fresh(manifest_file, os.environ if env is None else env, warn)
     return found["rows"] if found else None

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Protocol
 from .model import Metadata, OutputSpec, ProviderConfig, TrackSpec
 from .postcheck import check_post
 from .providers.catalog import TYPES, clip_count
+from .paths import PathProblem, sniff_audio, text_problem
 from .render import Renderer, RenderError, to_number
 from .schema import format_hint, seconds_hint
 from .yamlsrc import Path_
@@ -97,6 +98,8 @@ class TrackBuilder:
             self.err(field, exc.args[0], *rest)
         except ValueError as exc:
             self.err(field, str(exc), *rest)
+        except OSError as exc:
+            self.err(field, f"cannot read {exc.filename or 'a file'}: {exc.strerror}", *rest)
         return None
 
     def text(self, field: str, default: str | None = None) -> str | None:
@@ -115,9 +118,10 @@ class TrackBuilder:
         return self._guard(field, lambda: _number(field, rendered, integer))
 
     def input_file(self, field: str, rel: str, *rest: str | int) -> Path | None:
-        path = self.ld.resolve_input(rel)
-        if not path.is_file():
-            self.err(field, _missing_file(rel, path), *rest)
+        try:
+            path = self.ld.resolve_input(rel)
+        except PathProblem as exc:
+            self.err(field, exc.args[0], *rest)
             return None
         self.files.append(path)
         return path
@@ -134,6 +138,12 @@ class TrackBuilder:
         except UnicodeDecodeError:
             self.err(field, f"{rel} is not UTF-8 text")
             return None
+        except PathProblem as exc:
+            self.err(field, exc.args[0])
+            return None
+        except OSError as exc:
+            self.err(field, f"cannot read {rel}: {exc.strerror}")
+            return None
         try:
             return self.ld.renderer.render(source, self.ctx, origin=rel)
         except RenderError as exc:
@@ -143,6 +153,8 @@ class TrackBuilder:
     # -- the build ---------------------------------------------------------------------------
     def build(self) -> TrackSpec | None:
         track_id = self.text("id") or ""
+        if not track_id and "id" in self.m and "id" not in self.dropped and self.ok:
+            self.err("id", f"id {self.m['id']!r} renders to an empty string; every track needs a non-empty id")
         if track_id and not ID_RE.match(track_id):
             better = re.sub(r"[^A-Za-z0-9._-]+", "-", track_id).strip("-")
             self.err("id", f"id {track_id!r} may only use letters, digits, '.', '_' and '-'"
@@ -183,6 +195,9 @@ class TrackBuilder:
         if "reference_audio" in self.m:
             rel = self.text("reference_audio")
             reference = self.input_file("reference_audio", rel) if rel else None
+            not_audio = self._guard("reference_audio", lambda: sniff_audio(reference)) if reference else None
+            if not_audio:
+                self.err("reference_audio", f"{rel} {not_audio}")
             if provider and not TYPES[provider.type].takes_reference_audio:
                 self.err("reference_audio", f"provider type '{provider.type}' does not take reference audio")
         outputs = self._outputs(provider, model, options, clips, fmt) if provider and fmt else ()
@@ -259,7 +274,7 @@ class TrackBuilder:
             path = self._confine(rel, fmt)
             if path is None:
                 return ()
-            outs.append(OutputSpec(clip, rel, path))
+            outs.append(OutputSpec(clip, rel, path, self.ld.realdir(self.output_dir)))
         if clips == "all":
             probe = self._guard("out", lambda: {self.ld.renderer.render(template, {**self.ctx, "clip": c}) for c in (1, 2)})
             if probe is not None and len(probe) < 2:
@@ -274,6 +289,10 @@ class TrackBuilder:
         pure = PurePosixPath(rel.replace("\\", "/"))
         if not rel.strip() or rel.endswith(("/", "\\")):
             self.err("out", f"output path {rel!r} must name a file")
+            return None
+        problem = text_problem(rel)
+        if problem:
+            self.err("out", f"output path {rel!r} {problem}")
             return None
         shown = _shown(self.output_dir, self.ld.root)
         if pure.is_absolute() or re.match(r"^[A-Za-z]:", rel):
@@ -314,7 +333,8 @@ class TrackBuilder:
         cover = None
         if values.get("cover"):
             cover = self.input_file("metadata", values["cover"], "cover")
-            if cover is not None and not cover.read_bytes()[:8].startswith(IMAGE_MAGIC):
+            head = self._guard("metadata", lambda: _head(cover), "cover") if cover is not None else None
+            if head is not None and not head.startswith(IMAGE_MAGIC):
                 self.err("metadata", f"cover {values['cover']} is not a PNG or JPEG image (judged by its content, "
                                      "not its name); use a .png or .jpg file", "cover")
         values["cover"] = cover
@@ -340,15 +360,6 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _missing_file(rel: str, path: Path) -> str:
-    if path.is_dir():
-        return f"{rel} is a folder, not a file"
-    hint = ""
-    if path.parent.is_dir():
-        names = sorted(p.name for p in path.parent.iterdir())
-        close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
-        if close:
-            hint = f" (did you mean '{PurePosixPath(rel).parent / close[0]}'?)"
-    else:
-        hint = f" (there is no folder {PurePosixPath(rel).parent}/)"
-    return f"file not found: {rel}{hint}; paths are relative to the manifest's folder"
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)

@@ -3,9 +3,15 @@
 PyYAML's constructors drop source marks, so we compose the node graph ourselves and convert it,
 recording ``path -> (line, col)`` (1-based) for every mapping key and sequence item. Duplicate
 keys, which PyYAML silently lets the last one win, are reported as errors.
+
+Before converting, the node graph is measured without expanding it: an alias that contains itself,
+an anchor repeated into billions of values ("billion laughs") or nesting deeper than any manifest
+needs is refused at once. A value PyYAML cannot construct (``!!float x``, an unknown ``!tag``, a
+``<<`` merge of a number) is a located error, never an exception.
 """
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,9 +42,9 @@ class SourceMap:
 
 
 class YamlSyntaxError(Exception):
-    def __init__(self, line: int, col: int, message: str) -> None:
+    def __init__(self, line: int, col: int, message: str, path: Path_ = ()) -> None:
         super().__init__(message)
-        self.line, self.col, self.message = line, col, message
+        self.line, self.col, self.message, self.path = line, col, message, path
 
 
 def format_path(path: Path_) -> str:
@@ -51,8 +57,12 @@ def format_path(path: Path_) -> str:
     return out
 
 
-def load_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[tuple[Path_, str]]]:
-    """Parse ``text``; return (data, source map, duplicate-key problems)."""
+def load_yaml(text: str, file: str, max_nodes: int = 2_000_000,
+              max_depth: int = 64) -> tuple[Any, SourceMap, list[tuple[Path_, str]]]:
+    """Parse ``text``; return (data, source map, duplicate-key problems).
+
+    ``max_nodes`` bounds the values the document expands to (an alias counts its anchor's values
+    again every time it is used), ``max_depth`` the nesting of mappings and lists."""
     smap = SourceMap(file)
     problems: list[tuple[Path_, str]] = []
     try:
@@ -60,14 +70,106 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap, list[tuple[Path_, s
     except yaml.MarkedYAMLError as exc:
         line, col, message = _explain_syntax(exc, text)
         raise YamlSyntaxError(line, col, f"invalid YAML: {message}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a NUL byte
+        before = text[: max(exc.position, 0)]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise YamlSyntaxError(line, col, f"invalid YAML: the character U+{exc.character:04X} is not allowed in "
+                                         "YAML text; write it escaped inside double quotes (e.g. \"\\t\")") from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(1, 1, f"invalid YAML: {exc}") from None
+        raise YamlSyntaxError(1, 1, "invalid YAML: " + " ".join(str(exc).split())) from None
+    except RecursionError:  # the pure-Python composer (no libyaml) nests one call per level
+        raise YamlSyntaxError(1, 1, f"the YAML is nested too deeply (more than {max_depth} levels)") from None
     if node is None:
         return None, smap, problems
+    _check_shape(node, max_nodes, max_depth)
     constructor = yaml.SafeLoader("")  # only its scalar resolution is used
     smap.locations[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
     data = _convert(node, (), smap, problems, constructor, text)
     return data, smap, problems
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_shape(root: yaml.Node, max_nodes: int, max_depth: int) -> None:
+    """Refuse a recursive alias, an expansion past ``max_nodes`` or nesting past ``max_depth``.
+
+    Iterative and memoised per node, so the cost is the size of the text, not of its expansion."""
+    size: dict[int, int] = {}  # id(node) -> values it expands to
+    height: dict[int, int] = {}  # id(node) -> nesting levels below it
+    open_: set[int] = set()  # nodes whose children are being measured (the current path)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        kids = _children(node)
+        if done:
+            open_.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            height[key] = (1 + max((height[id(k)] for k in kids), default=0)) if kids else 0
+            if size[key] > max_nodes:
+                _fail(node, f"this value expands to more than {max_nodes:,} values (every alias *name repeats "
+                            "its anchor &name); write it out plainly, or raise MUSICBUILD_MAX_TRACKS for a really "
+                            "big catalogue")
+            if height[key] > max_depth:
+                _fail(node, f"nested more than {max_depth} levels deep; a manifest needs a few levels")
+            continue
+        if key in size:
+            continue
+        open_.add(key)
+        stack.append((node, True))
+        for kid in kids:
+            if id(kid) in open_:
+                _fail(kid, "an alias (*name) inside the anchor it names (&name) repeats it forever; "
+                           "refer to the anchor from outside it")
+            if id(kid) not in size:
+                stack.append((kid, False))
+
+
+def _fail(node: yaml.Node, message: str, path: Path_ = ()) -> None:
+    raise YamlSyntaxError(node.start_mark.line + 1, node.start_mark.column + 1, message, path)
+
+
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+_TAG_VALUES = {"int": "a whole number like 42", "float": "a number like 1.5", "bool": "true or false",
+               "null": "empty (~ or null)", "timestamp": "a date like 2024-05-01", "str": "text"}
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _construct(node: yaml.Node, ctor: Any, path: Path_) -> Any:
+    """A scalar (or complex key) as Python data; dates keep their text, other odd values are errors."""
+    tag = _short_tag(node.tag)
+    try:
+        value = ctor.construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as exc:
+        if "could not determine a constructor" in str(exc.problem):
+            mark = exc.problem_mark or node.start_mark
+            raise YamlSyntaxError(mark.line + 1, mark.column + 1, _unknown_tag(tag), path) from None
+        _fail(node, f"cannot read this value: {exc.problem}", path)
+    except Exception as exc:  # ValueError, IndexError, binascii.Error...: PyYAML has no one error for this
+        want = _TAG_VALUES.get(tag[2:])
+        if want and isinstance(node, yaml.ScalarNode):
+            _fail(node, f"{node.value!r} is not {want}, which the tag {tag} asks for; fix the value "
+                        f"or remove the tag", path)
+        _fail(node, f"cannot read this value: {exc}", path)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return node.value if isinstance(node, yaml.ScalarNode) else str(value)  # as written
+    if isinstance(value, bytes):
+        _fail(node, "binary data (!!binary) cannot be used in a manifest; write text", path)
+    return value
+
+
+def _unknown_tag(tag: str) -> str:
+    return (f"unknown YAML tag '{tag}': manifests use plain YAML values; remove the tag, or quote "
+            f"a value that starts with '!'")
 
 
 def _convert(node: yaml.Node, path: Path_, smap: SourceMap, problems: list, ctor: Any, text: str) -> Any:
@@ -75,11 +177,21 @@ def _convert(node: yaml.Node, path: Path_, smap: SourceMap, problems: list, ctor
     if template is not None:
         problems.append((path, f"YAML reads the unquoted template {template} as a mapping; quote it: \"{template}\""))
         return template
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _COLLECTION_TAGS:
+        tag = _short_tag(node.tag)
+        _fail(node, _unknown_tag(tag) if not tag.startswith("!!") else
+              f"the YAML tag {tag} is not supported in a manifest; write a plain mapping or list", path)
     if isinstance(node, yaml.MappingNode):
-        ctor.flatten_mapping(node)  # resolves `<<` merge keys
+        try:
+            ctor.flatten_mapping(node)  # resolves `<<` merge keys
+        except yaml.constructor.ConstructorError as exc:
+            mark = exc.problem_mark or node.start_mark
+            raise YamlSyntaxError(mark.line + 1, mark.column + 1,
+                                  "a merge key (<<) takes a mapping or a list of mappings, usually an alias "
+                                  "like '<<: *defaults'", path + ("<<",)) from None
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = ctor.construct_object(key_node, deep=True)
+            key = _construct(key_node, ctor, path)
             key = str(key) if not isinstance(key, str) else key
             child = path + (key,)
             if key in out:
@@ -96,7 +208,7 @@ def _convert(node: yaml.Node, path: Path_, smap: SourceMap, problems: list, ctor
             smap.locations[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
             items.append(_convert(item, child, smap, problems, ctor, text))
         return items
-    return ctor.construct_object(node, deep=True)
+    return _construct(node, ctor, path)
 
 
 def _unquoted_template(node: yaml.Node, text: str) -> str | None:

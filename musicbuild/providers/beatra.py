@@ -74,6 +74,9 @@ class BeatraProvider(HostedProvider):
         own = NAMESPACE.get(spec.model)
         if not isinstance(mo, dict):
             return [(("options", "model_options"), "must be a mapping like {suno: {...}}")]
+        for ns, value in mo.items():
+            if not isinstance(value, dict):
+                return [(("options", "model_options", ns), f"must be a mapping of {ns} options, not {type(value).__name__}")]
         for ns in mo:
             if ns != own:
                 problems.append((("options", "model_options", ns),

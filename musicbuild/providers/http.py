@@ -30,6 +30,7 @@ import httpx
 
 from ..clock import Clock
 from ..errors import AmbiguousCreate, ProviderAuthError, ProviderError
+from ..redact import redact
 
 # When this task's last request got its slot: what a poll observed is true as of then, however long
 # the rate limiter made the request wait before (polling learns latencies from it).
@@ -177,9 +178,8 @@ class ProviderHTTP:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def redact(self, text: str) -> str:
-        """Services sometimes quote the key they rejected: never let it into a message."""
-        key = self._key()
-        return text.replace(key, f"${self.key_env}") if len(key) >= 4 else text
+        """Services sometimes quote the key they rejected, raw or encoded: never let it into a message."""
+        return redact(text, self.env, {self._key(): f"${self.key_env}"})
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
