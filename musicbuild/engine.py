@@ -224,6 +224,10 @@ def _coordination(manifest: Manifest, options: BuildOptions, env: Mapping[str, s
     from .fleet.mirror import StoreMirror
 
     url = options.coordinator or env.get("MUSICBUILD_COORDINATOR") or manifest.coordinator
+    if url:
+        from .redact import remember_url
+
+        remember_url(url)  # a redis://:password@host URL: its password never reaches a message
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(f"the coordinator must be a redis:// URL, not {url.split('://')[0]}://...")
     if url and shared is None:
