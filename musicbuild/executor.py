@@ -7,7 +7,7 @@ does one thing at a time). Where a track is goes to the reporter as ``track_stat
 A failure is a value (a failed ``Outcome``); without ``keep_going`` it stops new work from
 starting, and tracks that never started are skipped.
 
-Money: every paid job moves through the journal (``journal.py``) by a ``JournalJob`` handle, the
+Money: every paid job moves through the journal (``journal.py``) by a ``JournalJob`` handle (``jobs.py``), the
 only code that changes a job's state. Before a new attempt is journaled the build looks at the
 key's live job: a submitted one is collected first (also under ``--force``: it is paid, so its
 audio is kept as an earlier take); an ``intent`` left by a dead build never left and is dropped;
@@ -20,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Protocol
 
 from .cache import Cache
 from .fleet import Coordination, LocalCoordination, LocalSlots
 from .errors import AmbiguousCreate, JobGone, MusicbuildError, ProviderAuthError, ProviderError, RemoteJobFailed
-from .journal import POSSIBLY_PAID, JobRecord, Journal
+from .jobs import (FreeJob, JournalJob, Replayed, TrackMoney, check_delivered, from_record, orphans, reconcile,
+                   settle, stuck_message)
+from .journal import JobRecord, Journal
 from .materialize import TakeAudio, materialize
 from .model import Action, Generation, Outcome, PlannedTrack
 from .providers.base import Provider
 from .providers.http import DEFAULT_TIMEOUT
+from .slots import CpuSlot, HeldSlots
 
 
 class Reporter(Protocol):
@@ -52,148 +55,6 @@ class ExecOptions:
     max_cost: float | None = None
     force: bool = False
     collect_orphans: bool = True  # collect paid jobs no track of this plan needs any more
-
-
-class Replayed(Exception):
-    """The service answered a create with a job another journaled attempt already holds."""
-
-    def __init__(self, prior: JobRecord) -> None:
-        self.prior = prior
-
-
-class JournalJob:
-    """The ``JobHandle`` of one job: each call is a journal transition; it also keeps the money
-    this build learnt about the job and frees the job's slots when the service is done with it."""
-
-    def __init__(self, journal: Journal, record: JobRecord, release: Any = lambda: None,
-                 on_progress: Callable[[str], None] | None = None) -> None:
-        self.journal = journal
-        self.record = record
-        self.release = release
-        self.began_here = record.build == journal.build_id and record.state == "intent"
-        self.on_progress = on_progress
-        self.stage: str | None = None
-
-    def progress(self, stage: str) -> None:
-        if stage != self.stage and self.on_progress is not None:  # each poll says it again: tell news only
-            self.on_progress(stage)
-        self.stage = stage
-
-    def _move(self, state: str, **changes: Any) -> None:
-        self.record = self.journal.move(self.record, state, **changes)
-
-    def sent(self) -> None:
-        if self.record.state in ("intent", "ambiguous"):
-            self._move("sent")
-
-    def submitted(self, job_id: str, poll: Mapping[str, Any], charged_usd: float | None = None) -> None:
-        prior = next((r for r in self.journal.attempts(self.record.gen_key)
-                      if r.job_id == job_id and r.attempt != self.record.attempt), None)
-        if prior is not None:
-            self._move("refused", error=f"the service replayed job {job_id} of attempt {prior.attempt}")
-            raise Replayed(prior)
-        self._move("submitted", job_id=job_id, poll=dict(poll), charged_usd=charged_usd,
-                   cost_basis="billed" if charged_usd is not None else None)
-
-    def update(self, poll: Mapping[str, Any]) -> None:
-        if dict(poll) != dict(self.record.poll):
-            self._move(self.record.state, poll=dict(poll))
-
-    def done(self, poll: Mapping[str, Any] | None = None, charged_usd: float | None = None,
-             basis: str | None = None) -> None:
-        changes: dict[str, Any] = {}
-        if poll is not None:
-            changes["poll"] = dict(poll)
-        if charged_usd is not None:
-            changes.update(charged_usd=charged_usd, cost_basis=basis or "billed")
-        self._move("done", **changes)
-        self.release()  # the service is finished: downloads come from a CDN and hold no slot
-
-    def failed(self, error: str, charged_usd: float | None = None, refunded_usd: float | None = None) -> None:
-        changes: dict[str, Any] = {"error": error}
-        if charged_usd is not None:
-            changes.update(charged_usd=charged_usd, cost_basis="billed")
-        if refunded_usd is not None:
-            changes["refunded_usd"] = refunded_usd
-        self._move("failed", **changes)
-        self.release()
-
-    def gone(self, error: str) -> None:
-        self._move("gone", error=error)
-
-    def ambiguous(self, error: str) -> None:
-        self._move("ambiguous", error=error)
-
-    def refused(self, error: str) -> None:
-        self._move("refused", error=error)
-
-    def collected(self, record: Mapping[str, Any], generation: Generation) -> None:
-        if self.record.state == "intent":  # a provider that ran in-process reports no steps of its own
-            self._move("sent")
-            self._move("submitted", job_id=generation.job_id or self.record.gen_key[:16])
-        if self.record.state == "submitted":
-            self._move("done")
-        self._move("collected", clips=tuple(record["clips"]), charged_usd=generation.cost_usd,
-                   cost_basis=generation.cost_basis, partial=generation.partial, error=None)
-
-    # -- what this build spent on it ---------------------------------------------------------
-    @property
-    def charged(self) -> float:
-        rec = self.record
-        return rec.charged_usd or 0.0 if rec.charged_in == self.journal.build_id else 0.0
-
-    @property
-    def refunded(self) -> float:
-        rec = self.record
-        return rec.refunded_usd or 0.0 if rec.refunded_in == self.journal.build_id else 0.0
-
-    @property
-    def outstanding(self) -> float:
-        """Submitted by this build, charge not known: counted at the estimate until the service says."""
-        rec = self.record
-        unknown = rec.charged_usd is None and rec.state in POSSIBLY_PAID and rec.state != "collected"
-        return rec.estimate_usd if self.began_here and unknown else 0.0
-
-    @property
-    def cost(self) -> float:
-        return self.charged - self.refunded + self.outstanding
-
-
-class _FreeJob:
-    """The handle of a job on a free provider (local): nothing to journal or pay."""
-
-    @dataclass(frozen=True)
-    class _Record:
-        gen_key: str
-        state: str = "intent"
-        job_id: str | None = None
-        key: str | None = None
-        model: str = ""
-        poll: Mapping[str, Any] = field(default_factory=dict)
-        charged_usd: float | None = None
-        error: str | None = None
-
-    def __init__(self, gen_key: str) -> None:
-        self.record = self._Record(gen_key)
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
-
-
-@dataclass
-class _Money:
-    """The jobs one track ran in this build."""
-
-    jobs: list[JournalJob] = field(default_factory=list)
-
-    def fields(self) -> dict[str, Any]:
-        charged = round(sum(j.charged for j in self.jobs), 6)
-        refunded = round(sum(j.refunded for j in self.jobs), 6)
-        outstanding = round(sum(j.outstanding for j in self.jobs), 6)
-        bases = {j.record.cost_basis for j in self.jobs if j.record.cost_basis}
-        basis = (bases.pop() if len(bases) == 1 else "mixed") if bases else ("estimate" if outstanding else None)
-        return {"cost_usd": round(charged - refunded + outstanding, 6), "charged_usd": charged,
-                "refunded_usd": refunded, "outstanding_usd": outstanding, "cost_basis": basis}
 
 
 UPLOAD_WAIT = 60.0  # seconds a claimed generation may take to reach the shared cache
@@ -243,18 +104,18 @@ class Executor:
         self.budget_stopped = False
         import httpx  # only builds that run need it
 
-        self._reconcile()
+        reconcile(self.journal, self.cache)
         try:
             async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=True) as client:
                 for provider in self.providers.values():
                     provider.bind(client)
-                orphans = self._orphans(planned) if self.options.collect_orphans else []
-                await asyncio.gather(*(self._track(pt) for pt in planned), *(self._orphan(r) for r in orphans))
+                leftover = orphans(self.journal, self.providers, planned) if self.options.collect_orphans else []
+                await asyncio.gather(*(self._track(pt) for pt in planned), *(self._orphan(r) for r in leftover))
         finally:
             await self.coord.close()
         return [self.outcomes[pt.spec.id] for pt in planned]
 
-    def _outcome(self, pt: PlannedTrack, status: str, money: _Money | None = None, **kw: Any) -> Outcome:
+    def _outcome(self, pt: PlannedTrack, status: str, money: TrackMoney | None = None, **kw: Any) -> Outcome:
         outcome = Outcome(
             id=pt.spec.id, out=[o.output.rel for o in pt.outputs], action=pt.action, reasons=pt.reasons,
             status=status, gen_key=pt.gen_key, provider=pt.spec.provider.name, model=pt.spec.model,
@@ -277,9 +138,9 @@ class Executor:
             self._outcome(pt, "skipped", error="not started: an earlier track failed (use -k to keep going)")
             return
         started = time.monotonic()
-        money = _Money()
+        money = TrackMoney()
         generation: Generation | None = None
-        cpu = _CpuSlot(self.cpu)
+        cpu = CpuSlot(self.cpu)
         blobs: dict[str, bytes] = {}
         try:
             if pt.action in (Action.GENERATE, Action.RESUME) and pt.gen_key in self.shared:
@@ -314,7 +175,7 @@ class Executor:
                 if po.state != "ok" or pt.action is not Action.MATERIALIZE:
                     written.append(await asyncio.to_thread(materialize, self.cache, pt.spec, pt.gen_key, record, po,
                                                            takes))
-            _check_delivered(pt, record)
+            check_delivered(pt, record)
             extra = _delivery_facts(written)
             if generation is not None and generation.partial:
                 extra["partial"] = dict(generation.partial)
@@ -337,7 +198,7 @@ class Executor:
         finally:
             cpu.release()
 
-    async def _cpu_work(self, pt: PlannedTrack, cpu: "_CpuSlot | None", state: str) -> None:
+    async def _cpu_work(self, pt: PlannedTrack, cpu: "CpuSlot | None", state: str) -> None:
         """Take the track's CPU slot (unless it holds it already), saying when it has to wait for one."""
         if cpu is not None and not cpu.held:
             if self.cpu.locked():
@@ -346,8 +207,8 @@ class Executor:
         self.reporter.track_state(pt, state)
 
     # -- paid work ---------------------------------------------------------------------------
-    async def _paid(self, pt: PlannedTrack, money: _Money,
-                    cpu: "_CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
+    async def _paid(self, pt: PlannedTrack, money: TrackMoney,
+                    cpu: "CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
         """The key's paid work, by the worker of the fleet that claims it (always us alone)."""
         provider = self.providers[pt.spec.provider.name]
         if not provider.paid:
@@ -407,13 +268,13 @@ class Executor:
         if record is None:
             return None
         self.from_fleet.add(gen_key)
-        return _from_record(record), record
+        return from_record(record), record
 
     async def _paid_here(self, pt: PlannedTrack, provider: Provider,
-                         money: _Money) -> tuple[Generation, dict[str, Any]] | None:
+                         money: TrackMoney) -> tuple[Generation, dict[str, Any]] | None:
         """Collect what the journal holds for this key, then (if still needed) one new attempt."""
         self.journal.adopt_shared([pt.gen_key])  # a dead worker's jobs for this key, from the fleet's journal
-        live = self._settle(self.journal.live(pt.gen_key))
+        live = settle(self.journal, self.journal.live(pt.gen_key))
         collected = False
         if live is not None and (live.state in ("submitted", "done")
                                  or (live.state == "ambiguous" and provider.idempotent_create)):
@@ -430,35 +291,16 @@ class Executor:
         elif live is not None and not self.options.force:
             self.reporter.track_started(pt)
             error = AmbiguousCreate if live.state == "ambiguous" else JobGone
-            raise error(self._stuck_message(provider, live))
+            raise error(stuck_message(provider, live))
         elif live is not None:  # --force: move on from an ambiguous or gone job (it stays in the journal)
             self.journal.move(live, "superseded", error="--force started a new attempt")
         return await self._run(pt, provider, None, money, keep_earlier=collected)
 
-    def _settle(self, live: JobRecord | None) -> JobRecord | None:
-        """A job a dead build left between intent and its answer: never sent, or ambiguous."""
-        if live is None or live.build == self.journal.build_id:
-            return live
-        if live.state == "intent":  # "sent" is journaled before any byte leaves: this one never did
-            self.journal.move(live, "refused", error="never sent: the build that meant to send it stopped first")
-            return None
-        if live.state == "sent":
-            return self.journal.move(live, "ambiguous", error="the build that sent it stopped before the answer came")
-        return live
-
-    def _stuck_message(self, provider: Provider, live: JobRecord) -> str:
-        if live.state == "gone":
-            return (f"{provider.name}: the service no longer knows job {live.job_id} (404 after its retention); "
-                    "its audio cannot be collected. `musicbuild build --force <track>` generates it again")
-        return (f"{provider.name}: an earlier create request for this track may have started a paid job but "
-                f"got no readable answer ({live.error or 'unknown'}), so it is not re-sent. Check the provider's "
-                "dashboard; `musicbuild build --force <track>` submits again")
-
-    async def _run(self, pt: PlannedTrack, provider: Provider, live: JobRecord | None, money: _Money,
-                   keep_earlier: bool = False, cpu: "_CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
+    async def _run(self, pt: PlannedTrack, provider: Provider, live: JobRecord | None, money: TrackMoney,
+                   keep_earlier: bool = False, cpu: "CpuSlot | None" = None) -> tuple[Generation, dict[str, Any]] | None:
         """One job under its slots: a new attempt (``live`` None) or a journaled job to finish."""
         name = pt.spec.provider.name
-        slots = _Slots(self.jobs, self.per_provider[name])
+        slots = HeldSlots(self.jobs, self.per_provider[name])
         await slots.acquire()
         try:
             if self.stop.is_set():
@@ -469,7 +311,7 @@ class Executor:
             self.reporter.track_started(pt)
             if not provider.paid:  # renders in-process: CPU work (taken after the job slots: no lock-order cycle)
                 await self._cpu_work(pt, cpu, "generating")
-                generation = await provider.generate(pt.spec, _FreeJob(pt.gen_key))  # type: ignore[arg-type]
+                generation = await provider.generate(pt.spec, FreeJob(pt.gen_key))  # type: ignore[arg-type]
                 return generation, await asyncio.to_thread(self._store, pt.gen_key, pt.spec.id, pt.spec.seed,
                                                            generation, None, False)
             if live is None:
@@ -498,7 +340,7 @@ class Executor:
                         raise ProviderError(f"{provider.name}: the service replayed job {replay.prior.job_id}, "
                                             f"which is {replay.prior.state} and has no audio in the cache; "
                                             "`musicbuild build --force <track>` starts a new attempt") from None
-                    return _from_record(record), record
+                    return from_record(record), record
                 job = JournalJob(self.journal, replay.prior, slots.release, job.on_progress)
                 self.handles.append(job)
                 generation = await provider.collect(job)
@@ -534,37 +376,12 @@ class Executor:
             raise ProviderError("not generated: the track with the same generation spec failed or was skipped")
         return record
 
-    def _reconcile(self) -> None:
-        """Bring the journal up to date with the cache before any work: a job whose audio reached
-        the cache just before a crash (the journal still says submitted/done) is collected."""
-        for rec in self.journal.records():
-            if rec.state not in ("submitted", "done") or not rec.job_id:
-                continue
-            record = self.cache.generation_record(rec.gen_key)
-            if not record or record.get("job_id") != rec.job_id or not self.cache.get_generation(rec.gen_key):
-                continue
-            if rec.state == "submitted":
-                rec = self.journal.move(rec, "done")
-            self.journal.move(rec, "collected", clips=tuple(record["clips"]), cost_basis=record.get("cost_basis"))
-
     # -- orphans: paid jobs no track of this plan needs --------------------------------------
-    def _orphans(self, planned: list[PlannedTrack]) -> list[JobRecord]:
-        wanted = {pt.gen_key for pt in planned}
-        found = []
-        for rec in self.journal.records():
-            provider = self.providers.get(rec.provider)
-            if (rec.gen_key in wanted or rec.state not in ("submitted", "done") or provider is None
-                    or provider.type != rec.type or (provider.config.base_url or "") != rec.base_url
-                    or self.journal.live(rec.gen_key) != rec):
-                continue
-            found.append(rec)
-        return found
-
     async def _orphan(self, rec: JobRecord) -> None:
         """A paid job whose track changed or left the manifest: its audio is collected into the cache
         (a later build that wants that spec again gets it free) and its charge is reported."""
         provider = self.providers[rec.provider]
-        slots = _Slots(self.jobs, self.per_provider[rec.provider])
+        slots = HeldSlots(self.jobs, self.per_provider[rec.provider])
         await slots.acquire()
         job = JournalJob(self.journal, rec, slots.release)
         self.handles.append(job)
@@ -584,62 +401,6 @@ class Executor:
             slots.release()
         row.update(cost_usd=round(job.cost, 6), charged_usd=round(job.charged, 6))
         self.collected.append(row)
-
-
-class _CpuSlot:
-    """A track's CPU slot: taken once (before a local render, or before materializing), released
-    when the track's work ends, so rendered audio never waits in memory for a core."""
-
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self.semaphore = semaphore
-        self.held = False
-
-    async def acquire(self) -> None:
-        if not self.held:
-            await self.semaphore.acquire()
-            self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.semaphore.release()
-
-
-class _Slots:
-    """A global (-j) slot and a provider slot, released once: as soon as the service says the job
-    is finished (downloads come from a CDN and do not count), or when the track's work ends."""
-
-    def __init__(self, *pools: Any) -> None:
-        self.pools = pools  # LocalSlots, or a fleet's leased slots
-        self.held: list[tuple[Any, Any]] = []
-
-    async def acquire(self) -> None:
-        for pool in self.pools:
-            token = await pool.acquire()
-            self.held.append((pool, token))
-
-    def release(self) -> None:
-        while self.held:
-            pool, token = self.held.pop()
-            pool.release(token)
-
-
-def _check_delivered(pt: PlannedTrack, record: Mapping[str, Any]) -> None:
-    """`clips: all` needs every clip: a job that delivered fewer (one song of two failed) cannot
-    fill the others, and its paid song is kept, so say so instead of paying for both again."""
-    have = len(record["clips"])
-    missing = [po.output.rel for po in pt.outputs if pt.spec.clips == "all" and po.output.clip > have]
-    if missing:
-        partial = record.get("partial") or {}
-        why = "; ".join(partial.get("errors") or []) or "fewer clips than outputs"
-        raise ProviderError(f"the service delivered {have} of {partial.get('expected', len(pt.outputs))} clips "
-                            f"({why}), so {', '.join(missing)} cannot be written; the delivered clip is kept "
-                            "(paid). `musicbuild build --force <track>` generates the whole job again")
-
-
-def _from_record(record: Mapping[str, Any]) -> Generation:
-    return Generation(clips=(), provider=str(record.get("provider")), model=str(record.get("model")),
-                      job_id=record.get("job_id"), cost_usd=0.0)
 
 
 def _delivery_facts(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -147,7 +147,13 @@ def shared_states(fleet: Fleet, redis_server: RedisServer) -> list[str]:
             return [json.loads(v)["state"] for key in client.scan_iter("mb:jr:*") for v in client.hvals(key)]
         finally:
             client.close()
-    return [r["state"] for path in (fleet.shared / "jr").glob("*") for r in json.loads(path.read_text())]
+    states = []
+    for path in (fleet.shared / "jr").glob("[!.]*"):  # not the writers' temp files (renamed into place)
+        try:
+            states += [r["state"] for r in json.loads(path.read_text())]
+        except FileNotFoundError:
+            continue
+    return states
 
 
 @pytest.mark.parametrize("coordinated", [True, False], ids=["coordinator", "shards"])
