@@ -244,3 +244,17 @@ def test_budget_refuses_before_any_request(project: Project) -> None:
     result = project.run("build", "--max-cost", "0.05")
     assert result.code == 3 and "exceeds --max-cost" in result.err
     assert not (project.root / "build").exists()
+
+
+def test_a_tracks_seconds_do_not_include_its_wait_for_a_slot(project: Project) -> None:
+    # with -j 1 the four tracks run one after another: each one's seconds are its own work (about a
+    # quarter of the build), not its work plus its wait for the slot (the last one: the whole build)
+    import time
+
+    project.write("version: 1\ndefaults: {provider: local, duration: 40, format: flac}\ntracks:\n"
+                  + "".join(f"  - {{id: t{i}, prompt: 'slot test {i}'}}\n" for i in range(4)))
+    began = time.monotonic()
+    report = project.build("-j", "1")
+    wall = time.monotonic() - began
+    seconds = [t["seconds"] for t in report["tracks"]]
+    assert max(seconds) < 0.7 * wall, (seconds, wall)
