@@ -231,17 +231,18 @@ class Journal:
         self._append(new)
         return new
 
-    def import_records(self, records: Iterable[JobRecord]) -> int:
-        """Adopt records from elsewhere (the shared journal, an old cache format); newer wins."""
+    def import_records(self, records: Iterable[JobRecord], share: bool = True) -> int:
+        """Adopt records from elsewhere (the shared journal, an old cache format); newer wins.
+        ``share``: write them through to the fleet's journal too (not when they came from it)."""
         count = 0
         for rec in records:
             mine = self._records.get((rec.gen_key, rec.attempt))
             if mine is None or rec.updated_at > mine.updated_at:
-                self._append(rec)
+                self._append(rec, share=share)
                 count += 1
         return count
 
-    def _append(self, rec: JobRecord) -> None:
+    def _append(self, rec: JobRecord, share: bool = True) -> None:
         line = (json.dumps(rec.to_json(), sort_keys=True, separators=(",", ":")) + "\n").encode()
         with self._lock:
             self._remember(rec)
@@ -255,7 +256,7 @@ class Journal:
             except OSError as exc:
                 raise JournalError(f"cannot write the job journal {self.path}: {exc.strerror or exc}",
                                    "a paid job cannot be recorded, so nothing more is submitted") from None
-        mirror = self.mirror
+        mirror = self.mirror if share else None
         if mirror is not None:
             try:  # synchronous: an intent is in the fleet's journal before its create may leave
                 mirror.put(rec.to_json())
@@ -287,11 +288,9 @@ class Journal:
                     found.append(JobRecord.from_json(doc))
                 except (ValueError, TypeError):
                     continue
-        self.mirror = None  # what came from the mirror need not go back to it
-        try:
-            return self.import_records(found)
-        finally:
-            self.mirror = mirror
+        # what came from the mirror need not go back to it (and the mirror stays in place for the
+        # moves other threads make meanwhile: a collected job is stored from a worker thread)
+        return self.import_records(found, share=False)
 
     def _ensure_open(self) -> None:
         """Open for appending; after the file (or the whole cache folder) was deleted, write it anew."""

@@ -161,7 +161,9 @@ def test_a_runner_killed_with_jobs_in_flight_is_replaced_without_paying_again(
         tmp_path: Path, redis_server: RedisServer, coordinated: bool) -> None:
     import shutil
 
-    with AIgatewayEmulator(time_scale=SCALE, latency=(150, 200), audio_seconds=2) as emu:
+    # jobs that cannot finish before the kill (20 s real): no slot frees, so no fifth create can be
+    # between "sent" and its answer when the victim dies (that one would be ambiguous, rightly)
+    with AIgatewayEmulator(time_scale=SCALE, latency=(1000, 1200), audio_seconds=2) as emu:
         fleet = Fleet(tmp_path, emu, 8, redis_server.url if coordinated else None, lease=60)
         try:
             shard = () if coordinated else ("--shard", "1/1")
@@ -173,6 +175,8 @@ def test_a_runner_killed_with_jobs_in_flight_is_replaced_without_paying_again(
             victim.wait()
             shutil.rmtree(tmp_path / "victim")  # an ephemeral runner: its disk is gone
             emu.latency = 10.0
+            for job in emu.jobs.values():  # the dead runner's jobs finish soon after its replacement starts
+                job.latency = min(job.latency, emu.now() - job.created + 10.0)
             del fleet.procs["victim"]
             fleet.start("fresh", *shard)
             codes = fleet.wait()

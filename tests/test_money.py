@@ -438,6 +438,42 @@ def test_the_state_machine_refuses_edges_it_does_not_have(tmp_path: Path) -> Non
     assert TRANSITIONS["collected"] == frozenset() and "refused" in TRANSITIONS["sent"]
 
 
+def test_adopting_the_fleets_journal_never_unplugs_it_for_other_threads(tmp_path: Path) -> None:
+    # a collected job is stored from a worker thread while the event loop adopts a dead runner's
+    # records: that move must still reach the fleet's journal, not be dropped for the moment
+    class Mirror:
+        display = "memory"
+
+        def __init__(self) -> None:
+            self.put_states: list[tuple[str, str]] = []
+            self.docs: dict[str, list[dict]] = {}
+
+        def get(self, gen_key: str) -> list[dict]:
+            return self.docs.get(gen_key, [])
+
+        def put(self, doc: dict) -> None:
+            self.put_states.append((doc["gen_key"], doc["state"]))
+
+    mirror = Mirror()
+    j = Journal(tmp_path, mirror=mirror)
+    mine = j.begin("a" * 64, provider="p", type="aigateway", base_url="", model="m", track="t", estimate_usd=1.0)
+    other = Journal(tmp_path / "dead-runner")
+    dead = other.begin("b" * 64, provider="p", type="aigateway", base_url="", model="m", track="u", estimate_usd=1.0)
+    mirror.docs["b" * 64] = [other.move(dead, "sent").to_json()]
+    remember = j._remember
+    seen: list[object] = []
+
+    def meanwhile(rec):  # what another thread's move would find while the adopted record is written
+        remember(rec)
+        seen.append(j.mirror)
+    j._remember = meanwhile  # type: ignore[method-assign]
+    assert j.adopt_shared(["b" * 64]) == 1
+    assert seen == [mirror]  # still plugged in: a concurrent move reaches the fleet's journal
+    j.move(mine, "sent")
+    assert ("a" * 64, "sent") in mirror.put_states
+    assert ("b" * 64, "sent") not in mirror.put_states  # what came from the fleet is not written back
+
+
 # -- a paid job whose track changed is still collected -----------------------------------------------------------
 def test_a_paid_job_whose_spec_changed_is_collected_not_orphaned(project: Project, env: dict[str, str]) -> None:
     with AIgatewayEmulator(time_scale=SCALE, latency=200, audio_seconds=3) as gw:

@@ -39,4 +39,5 @@ class StoreMirror:
                 self._known[gen_key] = {int(r.get("attempt", 0)): r for r in self.get(gen_key)}
             self._known[gen_key][int(record["attempt"])] = dict(record)
             body = [self._known[gen_key][n] for n in sorted(self._known[gen_key])]
-        self.store.put(self._key(gen_key), json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+            # written under the lock: two threads' puts of one key never land in the other order
+            self.store.put(self._key(gen_key), json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
