@@ -32,6 +32,16 @@ def needs(tool: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} is not installed ({INSTALL[tool]})")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests that press Ctrl-C need the programs they start to hear it. A shell without job control
+    starts background commands (`cmd &` in a script, some CI runners) with SIGINT ignored, and a
+    child inherits that; a handler installed here is reset to the default in every child instead."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     missing: dict[str, int] = {}
     for report in terminalreporter.stats.get("skipped", []):
