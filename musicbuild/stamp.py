@@ -21,10 +21,14 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, overload
 
 from . import __version__
+
+TYPE_CHECKING = False  # typing is not imported by a no-op build (see ``noop.py``)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator, Mapping
 
 STAMP_VERSION = 1
 _ROWS_AT = re.compile(rb'^\{"rows_at": *(\d{1,12}),')
@@ -68,8 +72,9 @@ def remote_fingerprint(url: str | None) -> str | None:
 
 
 def read_fresh(manifest_file: Path, env: Mapping[str, str],
-               warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
-    """The stamp's rows if nothing changed since it was written, else None."""
+               warn: Callable[[str], None] | None = None, repair: bool = True) -> dict[str, Any] | None:
+    """The stamp's rows if nothing changed since it was written, else None. A damaged stamp is
+    removed (and said to ``warn``) unless ``repair`` is false: then it is left for the full path."""
     manifest = manifest_file.resolve()
     try:
         text = manifest.read_bytes()
@@ -87,6 +92,8 @@ def read_fresh(manifest_file: Path, env: Mapping[str, str],
         stamp = _parse(raw)
         fresh = _fresh(stamp, cache_dir, hashlib.sha256(text).hexdigest(), env)
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        if not repair:
+            return None
         try:
             path.unlink(missing_ok=True)
         except OSError:
@@ -98,7 +105,7 @@ def read_fresh(manifest_file: Path, env: Mapping[str, str],
     return stamp if fresh else None
 
 
-class StampRows(Sequence[dict[str, Any]]):
+class StampRows(Sequence):  # of report rows (dicts)
     """The report rows of a stamp, parsed on first use (their CRC was checked when it was read)."""
 
     def __init__(self, data: bytes, count: int) -> None:
@@ -118,10 +125,6 @@ class StampRows(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return self._count
 
-    @overload
-    def __getitem__(self, i: int) -> dict[str, Any]: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
     def __getitem__(self, i: int | slice) -> Any:
         return self._load()[i]
 
