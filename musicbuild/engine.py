@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from . import confine, lock, stamp
-from .cache import Cache, exclusive_build
+from .cache import Cache, Snapshot, exclusive_build
 from .errors import BudgetError, ConfigError, ManifestError, UsageError
 from .executor import ExecOptions, Executor, Reporter
 from .manifest import Manifest
@@ -116,7 +116,7 @@ def credential_problems(specs: list[TrackSpec], env: Mapping[str, str]) -> list[
 def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: CacheState, force: bool = False,
               locked: Mapping[str, lock.LockEntry] | None = None) -> list[PlannedTrack]:
     if locked is None:
-        locked = lock.read_lock(lock.lock_path(manifest.path)) or {}
+        locked = lock.LazyLock(lock.lock_path(manifest.path))
     planned = plan_tracks(specs, cache, force=force, estimate=estimate, lock=locked)
     paid: set[str] = set()
     for i, pt in enumerate(planned):  # tracks sharing a generation key share one (paid) generation
@@ -188,10 +188,22 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
             summary.remote = {"url": shared.store.display, "fetched": shared.fetched, "uploaded": shared.uploaded,
                               "bytes_down": shared.bytes_down, "bytes_up": shared.bytes_up}
         ok = {o.id for o in summary.outcomes if o.status == "ok"}
-        _update_lock(lockfile, old_lock, manifest, cache, options, planned, ok)
+        records = _records(cache, planned)
+        _update_lock(lockfile, old_lock, manifest, records, options, planned, ok)
         # while uploads are owed, no-op builds must take the full path so they can finish them
-        _update_stamp(manifest, cache, specs, summary, whole=not options.targets and not uploads_pending)
+        _update_stamp(manifest, records, specs, summary, whole=not options.targets and not uploads_pending)
     return BuildResult(summary, planned)
+
+
+def _records(cache: Cache, planned: list[PlannedTrack]) -> Cache | Snapshot:
+    """The records the lock and the stamp are made from, as the build left them: read in one pass
+    over the index when there are many (``cache.Snapshot``), else one query each."""
+    from .planner import SNAPSHOT_FROM
+
+    keys = [f"out:{po.output.path}" for pt in planned for po in pt.outputs]
+    if len(keys) < SNAPSHOT_FROM:
+        return cache
+    return Snapshot(cache, keys + ["gen:" + pt.gen_key for pt in planned])
 
 
 def remote_url(manifest: Manifest, options: BuildOptions, env: Mapping[str, str]) -> str | None:
@@ -266,7 +278,7 @@ def _preset_outcomes(planned: list[PlannedTrack], options: BuildOptions) -> dict
     return preset
 
 
-def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache,
+def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache | Snapshot,
                  options: BuildOptions, planned: list[PlannedTrack], ok: set[str]) -> None:
     new = lock.updated_entries(planned, ok, cache, old or {}, (t.id for t in manifest.tracks))
     if options.locked or (options.frozen and old is not None):
@@ -320,7 +332,7 @@ def _unfinished(pt: PlannedTrack, cache: Cache, locked: Mapping[str, lock.LockEn
     return _outcome(pt, "skipped", "interrupted")
 
 
-def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summary: BuildSummary,
+def _update_stamp(manifest: Manifest, cache: Cache | Snapshot, specs: list[TrackSpec], summary: BuildSummary,
                   whole: bool) -> None:
     if not whole or summary.interrupted or any(o.status != "ok" for o in summary.outcomes):
         stamp.remove(manifest.cache_dir, manifest.path)

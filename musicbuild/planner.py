@@ -124,27 +124,42 @@ def check_locked_output(path: Path, out_key: str, gen_key: str, clip: int,
     return OutputCheck("ok", record, (st.st_size, st.st_mtime_ns))
 
 
+# Below this many outputs, one query per output is cheaper than a pass over the whole index.
+SNAPSHOT_FROM = 64
+
+
 def plan_tracks(specs: Iterable[TrackSpec], cache: CacheState, *, force: bool = False,
                 estimate: Callable[[TrackSpec], float] = lambda spec: 0.0,
                 lock: Mapping[str, LockedState] | None = None) -> list[PlannedTrack]:
+    specs = list(specs)
+    keys = ["out:" + str(o.path) for s in specs for o in s.outputs]
+    if len(keys) >= SNAPSHOT_FROM and hasattr(cache, "index"):  # a real Cache: read the records in one pass
+        from .cache import Snapshot
+
+        cache = Snapshot(cache, keys)  # type: ignore[arg-type,assignment]
     earlier = EarlierOutputs(cache)
-    lock = lock or {}
-    return [plan_track(spec, cache, force=force, estimate=estimate, earlier=earlier, locked=lock.get(spec.id))
-            for spec in specs]
+    lock = lock if lock is not None else {}
+    return [plan_track(spec, cache, force=force, estimate=estimate, earlier=earlier, lock=lock) for spec in specs]
 
 
 def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
                estimate: Callable[[TrackSpec], float] = lambda spec: 0.0,
-               earlier: EarlierOutputs | None = None, locked: LockedState | None = None) -> PlannedTrack:
+               earlier: EarlierOutputs | None = None, locked: LockedState | None = None,
+               lock: Mapping[str, LockedState] | None = None) -> PlannedTrack:
+    """``locked``: the track's lock block; or ``lock``, the whole lock, asked only if an output has
+    no record (``lock.LazyLock`` then reads the file only when a plan needs it)."""
     gen_key = generation_key(spec)
     tags = tag_fields(spec)
     keys = [output_key(gen_key, spec, out, tags) for out in spec.outputs]
-    pinned = {o.path: o for o in locked.outputs} if locked is not None and locked.gen_key == gen_key else {}
+    pinned: dict[str, Any] | None = None
     checks = []
     for out, okey in zip(spec.outputs, keys):
         record = cache.get_output(out.path)
         check = check_output(out.path, okey, record)
         if record is None and check.state == "unknown":
+            if pinned is None:
+                entry = locked if locked is not None else (lock.get(spec.id) if lock is not None else None)
+                pinned = {o.path: o for o in entry.outputs} if entry is not None and entry.gen_key == gen_key else {}
             check = check_locked_output(out.path, okey, gen_key, out.clip, pinned.get(out.rel)) or check
         checks.append(check)
     # what the key is made of matters only to an output that will be written or explained
