@@ -28,12 +28,15 @@ from .keys import generation_key, output_key, tag_fields
 from .manifest import Manifest, _Loader
 from .model import TrackSpec
 from .render import Renderer
+from .limits import MAX_STOPPED_SECONDS
+from .sandbox import TimeBudget
 from .yamlsplit import split_tracks
 from .yamlsrc import SourceMap, YamlSyntaxError, load_yaml
 
 _PLACEHOLDER_NAMES = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # An anchor, alias, tag or merge key: text that may mean something else outside its document.
 _REFERENCES = re.compile(r"(?:^|[\s\[{,])[&*!]|<<", re.M)
+FAST_RENDER_SECONDS = 0.2
 MANY_MISSES = 64  # more entries than this (and a quarter) to render: one full load beats one parse each
 
 
@@ -43,6 +46,13 @@ class _RecordingRenderer(Renderer):
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[str] | None = None
+        # A template slow enough to meet the deadline is an error the full loader will time and
+        # report anyway: give up here after FAST_RENDER_SECONDS in all, not after the full second.
+        self._time.stopped = max(0.0, MAX_STOPPED_SECONDS - FAST_RENDER_SECONDS)
+
+    def full_budget(self) -> None:
+        """The full loader's own time budget (it must time and word a slow template as ever)."""
+        self._time = TimeBudget()
 
     def render(self, source: str, context: Mapping[str, Any], origin: str | None = None) -> str:
         if self.seen is not None and "{" in source:
@@ -147,7 +157,7 @@ class _FastLoader(_Loader):
         hits = [e if e is not None and self._valid(e, context, var_digest) else None for e in hits]
         misses = sum(e is None for e in hits)
         if misses > MANY_MISSES and misses * 4 > len(hits):
-            return self._load_recording(split, hashes, memo, context, var_digest)
+            return self._load_recording(split, hashes, hits, memo, context, var_digest)
         decoder = specmemo.Decoder(providers)
         tracks: list[TrackSpec] = []
         origins: dict[str, Any] = {}
@@ -157,8 +167,9 @@ class _FastLoader(_Loader):
             if entry is None:
                 entry = self._render(i, item_text, defaults, top_vars, providers, output_dir, context, var_digest,
                                      max_nodes, max_depth, max_tracks - len(tracks))
-                if entry is None:
-                    return None
+                if entry is None:  # a problem, or text that means something else alone: the full loader
+                    self.diags = []
+                    return self._load_recording(split, hashes, hits, memo, context, var_digest)
                 specs = entry.made
                 if memo is not None and entry.specs:
                     memo.fresh[item_hash] = entry
@@ -186,11 +197,14 @@ class _FastLoader(_Loader):
                         LazySourceMap(self.file, text, self.env), hashlib.sha256(self.raw).hexdigest(), origins,
                         remote, coordinator, memo, self.known)
 
-    def _load_recording(self, split: Any, hashes: list[str], memo: specmemo.Memo | None, context: str,
-                        var_digest: Any) -> Manifest:
+    def _load_recording(self, split: Any, hashes: list[str], hits: list[specmemo.Entry | None],
+                        memo: specmemo.Memo | None, context: str, var_digest: Any) -> Manifest:
         """The full loader itself (its errors are the errors), recording what each entry used, so
         that the entries that mean the same on their own go into the memo."""
         self._recorded = {}
+        if memo is not None:
+            memo.fresh.clear()
+        self.renderer.full_budget()
         manifest = _Loader.load(self)
         recorded, self._recorded = self._recorded, None
         if memo is None or len(recorded) != len(split.items):  # not the entries the text was cut into
@@ -198,9 +212,9 @@ class _FastLoader(_Loader):
         by_entry: dict[int, list[TrackSpec]] = {}
         for spec in manifest.tracks:
             by_entry.setdefault(spec.index, []).append(spec)
-        for i, (item_text, item_hash) in enumerate(zip(split.items, hashes)):
+        for i, (item_text, item_hash, hit) in enumerate(zip(split.items, hashes, hits)):
             memo.used.add(item_hash)
-            if _REFERENCES.search(item_text) or i not in recorded:
+            if hit is not None or _REFERENCES.search(item_text) or i not in recorded:
                 continue  # parsed in context, it may lean on text elsewhere: rendered alone next time
             seen, inputs, dirs, nodes = recorded[i]
             entry = self._entry(by_entry.get(i, []), seen, inputs, dirs, nodes, context, var_digest)
