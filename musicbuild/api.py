@@ -309,7 +309,7 @@ def _write_reports(doc: dict[str, Any], cache_dir: Path, report: PathLike | None
 
     if record:
         try:
-            write_report(cache_dir / LAST_REPORT, doc)
+            write_report(cache_dir / LAST_REPORT, doc, compact=True)
         except OSError as exc:
             said = f"could not record this build for `musicbuild report` ({exc.strerror}: {cache_dir / LAST_REPORT})"
             on_warning(said) if on_warning is not None else doc.setdefault("warnings", []).append(said)
