@@ -175,7 +175,10 @@ def edit_var(manifest: Path, run_no: int) -> None:
     manifest.write_text(new)
 
 
-def bench_size(n: int, runs: int, fill: str, seconds: float, source: Path, keep: bool) -> list[Step]:
+profiles: dict[int, str] = {}
+
+
+def bench_size(n: int, runs: int, fill: str, seconds: float, source: Path, keep: bool, prof: bool) -> list[Step]:
     root = Path(tempfile.mkdtemp(prefix=f"mb-edit-{n}-"))
     project, anchors = root / "project", root / "anchors"
     project.mkdir()
@@ -208,11 +211,68 @@ def bench_size(n: int, runs: int, fill: str, seconds: float, source: Path, keep:
         steps["edit 1% var: plan"].samples.append(run(exe + ["plan"], project, env))
         steps["edit 1% var: build"].samples.append(run(exe + ["build"], project, env))
         print(f"[{n}] run {r + 1}/{runs} done", flush=True)
+    if prof:
+        profiles[n] = profile(project, env, exe, root)
     if not keep:
         shutil.rmtree(root)
     else:
         print(f"[{n}] kept {root}")
     return list(steps.values())
+
+
+# -- where the time goes: cProfile of `plan` and `build` after one edited prompt -----------------
+# (label, [(file suffix, function name)]): the cumulative time of the first function found; the
+# functions of one label do not call each other, and the labels are (nearly) disjoint.
+CATEGORIES = [
+    ("imports", [("<frozen importlib._bootstrap>", "_find_and_load")]),
+    ("provider registry (plugins)", [("providers/registry.py", "installed")]),
+    ("YAML parse with locations", [("musicbuild/yamlsrc.py", "load_yaml")]),
+    ("text split into entries", [("musicbuild/yamlsplit.py", "split_tracks")]),
+    ("schema validation", [("musicbuild/schema.py", "validate")]),
+    ("memo read + spec decode", [("musicbuild/specmemo.py", "read"), ("musicbuild/specmemo.py", "spec"),
+                                 ("musicbuild/specmemo.py", "get")]),
+    ("memo validity checks", [("musicbuild/fastload.py", "_valid")]),
+    ("defaults/matrix merge + render (changed entries)", [("musicbuild/manifest.py", "_expand")]),
+    ("  of which Jinja rendering", [("musicbuild/render.py", "render")]),
+    ("  of which output path confinement", [("musicbuild/trackbuild.py", "_confine")]),
+    ("protected paths", [("musicbuild/manifest.py", "_protect")]),
+    ("key hashing", [("musicbuild/keys.py", "generation_key"), ("musicbuild/keys.py", "output_key"),
+                     ("musicbuild/keys.py", "tag_fields"), ("musicbuild/keys.py", "output_parts")]),
+    ("cache look-ups", [("musicbuild/cache.py", "__init__"), ("musicbuild/cache.py", "get_output"),
+                        ("musicbuild/cache.py", "get_generation"), ("musicbuild/cache.py", "live_job"),
+                        ("musicbuild/cache.py", "generation_record"), ("musicbuild/cache.py", "get")]),
+    ("output stat", [("musicbuild/planner.py", "check_output")]),
+    ("lock read", [("musicbuild/lock.py", "read_lock")]),
+    ("lock entries + write", [("musicbuild/lock.py", "updated_entries"), ("musicbuild/lock.py", "write_lock")]),
+    ("stamp", [("musicbuild/engine.py", "_update_stamp"), ("musicbuild/stamp.py", "read_fresh")]),
+    ("report (rows, last report, printing)", [("musicbuild/api.py", "_write_reports"),
+                                              ("musicbuild/report.py", "plan_row"),
+                                              ("musicbuild/report.py", "report_document")]),
+    ("memo save", [("musicbuild/specmemo.py", "save")]),
+    ("executor (generate + write the edited track)", [("asyncio/runners.py", "run")]),
+]
+
+
+def profile(project: Path, env: dict[str, str], exe: list[str], out: Path) -> str:
+    import pstats
+
+    edit_prompt(project / "musicbuild.yaml", 3, 999)
+    lines = []
+    for command in ("plan", "build"):
+        prof = out / f"{command}.prof"
+        run([exe[0], "-S", "-m", "cProfile", "-o", str(prof), "-m", "musicbuild", "-q", command], project, env)
+        stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
+        total = max(ct for (_, _, _, ct, _) in stats.values())
+        lines.append(f"\n`{command}` after one edited prompt: {total:.2f} s under cProfile")
+        lines.append("| part | CPU s | share |\n|---|---|---|")
+        for label, funcs in CATEGORIES:
+            cum = 0.0
+            for (file, _, name), (_, _, _, ct, _) in stats.items():
+                if any(file.endswith(f) and name == fn for f, fn in funcs):
+                    cum += ct
+            if cum >= 0.005:
+                lines.append(f"| {label} | {cum:.2f} | {cum / total:.0%} |")
+    return "\n".join(lines)
 
 
 def table(n: int, steps: list[Step]) -> str:
@@ -235,13 +295,16 @@ def main() -> None:
     ap.add_argument("--fill", choices=("auto", "build", "records"), default="auto")
     ap.add_argument("--source", type=Path, default=HERE, help="folder holding the musicbuild package to run")
     ap.add_argument("--keep", action="store_true", help="keep the temp folders")
+    ap.add_argument("--profile", action="store_true", help="also cProfile plan and build after an edit")
     args = ap.parse_args()
     load = os.getloadavg()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, Python {platform.python_version()}, "
           f"load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}; source {args.source}")
     out = []
     for n in (int(x) for x in args.tracks.split(",")):
-        out.append(table(n, bench_size(n, args.runs, args.fill, args.seconds, args.source.resolve(), args.keep)))
+        out.append(table(n, bench_size(n, args.runs, args.fill, args.seconds, args.source.resolve(), args.keep,
+                                       args.profile)))
+        out.append(profiles.get(n, ""))
         print(out[-1], flush=True)
     load = os.getloadavg()
     print(f"\nload at the end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")

@@ -6,6 +6,7 @@ Layout under ``cache_dir``::
     blobs/ab/abcd...  audio exactly as downloaded/rendered, named by its SHA-256
     journal.jsonl     the paid jobs (``journal.py``): outlives the index, names collected blobs
     stamps/           null-build stamps (see ``stamp.py``)
+    memo/             each manifest's rendered specs and keys by entry (see ``specmemo.py``)
 
 Index keys: ``gen:<gen_key>`` -> generation record (clips, provenance, cost), ``out:<abs path>`` ->
 what we last wrote there (output key, generation key, SHA-256, size, mtime). Every blob is verified

@@ -153,30 +153,35 @@ class _FastLoader(_Loader):
             return var_digests[name]
 
         hashes = [hashlib.sha256(item.encode()).hexdigest()[:32] for item in split.items]
-        hits = [memo.get(h) if memo is not None else None for h in hashes]
-        hits = [e if e is not None and self._valid(e, context, var_digest) else None for e in hits]
-        misses = sum(e is None for e in hits)
-        if misses > MANY_MISSES and misses * 4 > len(hits):
-            return self._load_recording(split, hashes, hits, memo, context, var_digest)
+        valid: set[str] = set()  # entries taken from the memo
+        absent = sum(h not in memo.lines for h in hashes) if memo is not None else len(hashes)
+        if _many(absent, len(hashes)):
+            return self._load_recording(split, hashes, valid, memo, context, var_digest)
         decoder = specmemo.Decoder(providers)
         tracks: list[TrackSpec] = []
         origins: dict[str, Any] = {}
         outs: set[Path] = set()
         max_tracks = limits.max_tracks(self.env)
-        for i, (item_text, item_hash, entry) in enumerate(zip(split.items, hashes, hits)):
-            if entry is None:
+        misses = 0
+        for i, (item_text, item_hash) in enumerate(zip(split.items, hashes)):
+            entry = memo.get(item_hash) if memo is not None else None  # decoded one at a time (memory)
+            if entry is not None and self._valid(entry, context, var_digest):
+                specs = [decoder.spec(row, i) for row in entry.specs]
+                for spec, (gen, out_keys) in zip(specs, entry.keys):
+                    self.known[id(spec)] = (spec, gen, tuple(out_keys))
+                valid.add(item_hash)
+            else:
+                misses += 1
+                if _many(misses, len(hashes)):  # more changed than the file said: one full load instead
+                    return self._load_recording(split, hashes, valid, memo, context, var_digest)
                 entry = self._render(i, item_text, defaults, top_vars, providers, output_dir, context, var_digest,
                                      max_nodes, max_depth, max_tracks - len(tracks))
                 if entry is None:  # a problem, or text that means something else alone: the full loader
                     self.diags = []
-                    return self._load_recording(split, hashes, hits, memo, context, var_digest)
+                    return self._load_recording(split, hashes, valid, memo, context, var_digest)
                 specs = entry.made
                 if memo is not None and entry.specs:
                     memo.fresh[item_hash] = entry
-            else:
-                specs = [decoder.spec(row, i) for row in entry.specs]
-                for spec, (gen, out_keys) in zip(specs, entry.keys):
-                    self.known[id(spec)] = (spec, gen, tuple(out_keys))
             if memo is not None:
                 memo.used.add(item_hash)
             nodes += entry.nodes - 1
@@ -188,6 +193,8 @@ class _FastLoader(_Loader):
                 tracks.append(spec)
             if len(tracks) > max_tracks or nodes > max_nodes:
                 return None
+        if memo is not None:
+            memo.done()
         self._protect(tracks, cache_dir, origins)
         remote = self._head_string(data, "remote", top_vars)
         coordinator = self._head_string(data, "coordinator", top_vars)
@@ -197,8 +204,8 @@ class _FastLoader(_Loader):
                         LazySourceMap(self.file, text, self.env), hashlib.sha256(self.raw).hexdigest(), origins,
                         remote, coordinator, memo, self.known)
 
-    def _load_recording(self, split: Any, hashes: list[str], hits: list[specmemo.Entry | None],
-                        memo: specmemo.Memo | None, context: str, var_digest: Any) -> Manifest:
+    def _load_recording(self, split: Any, hashes: list[str], valid: set[str], memo: specmemo.Memo | None,
+                        context: str, var_digest: Any) -> Manifest:
         """The full loader itself (its errors are the errors), recording what each entry used, so
         that the entries that mean the same on their own go into the memo."""
         self._recorded = {}
@@ -212,14 +219,18 @@ class _FastLoader(_Loader):
         by_entry: dict[int, list[TrackSpec]] = {}
         for spec in manifest.tracks:
             by_entry.setdefault(spec.index, []).append(spec)
-        for i, (item_text, item_hash, hit) in enumerate(zip(split.items, hashes, hits)):
+        for i, (item_text, item_hash) in enumerate(zip(split.items, hashes)):
             memo.used.add(item_hash)
-            if hit is not None or _REFERENCES.search(item_text) or i not in recorded:
-                continue  # parsed in context, it may lean on text elsewhere: rendered alone next time
+            if item_hash in valid or _REFERENCES.search(item_text) or i not in recorded:
+                continue  # (with a reference: parsed in context, it may lean on text elsewhere)
+            kept = memo.get(item_hash)
+            if kept is not None and self._valid(kept, context, var_digest):
+                continue  # unchanged, only not looked at before the switch to the full loader
             seen, inputs, dirs, nodes = recorded[i]
             entry = self._entry(by_entry.get(i, []), seen, inputs, dirs, nodes, context, var_digest)
             if entry.specs:
                 memo.fresh[item_hash] = entry
+        memo.done()
         return Manifest(manifest.path, manifest.root, manifest.output_dir, manifest.cache_dir, manifest.providers,
                         manifest.tracks, manifest.source, manifest.sha256, manifest.origins, manifest.remote,
                         manifest.coordinator, memo, self.known)
@@ -284,6 +295,10 @@ class _FastLoader(_Loader):
             return None
         seen, inputs, dirs, _ = recorded[i]
         return self._entry([spec for spec, _ in expanded], seen, inputs, dirs, shape["size"], context, var_digest)
+
+
+def _many(misses: int, entries: int) -> bool:
+    return misses > MANY_MISSES and misses * 4 > entries
 
 
 def _count(value: Any) -> int:

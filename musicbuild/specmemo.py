@@ -163,27 +163,54 @@ class Entry:
 
 @dataclass
 class Memo:
+    """One manifest's memo file: a header line, then one line per entry (``<item hash> <JSON>``), so
+    that a load decodes only the entries it asks for and keeps none of the file (100,000 entries
+    are 60 MB of JSON, three times that as Python lists)."""
+
     path: Path
     fingerprint: str
-    entries: dict[str, Any] = field(default_factory=dict)  # item hash -> Entry, or its JSON until used
+    lines: dict[str, bytes] = field(default_factory=dict)  # item hash -> its JSON, until the load is done
     fresh: dict[str, Entry] = field(default_factory=dict)  # made by this load, to be saved
     used: set[str] = field(default_factory=set)  # item hashes of the current manifest
+    changed: bool = True  # whether ``save`` has anything to write
     warning: str | None = None
 
     def get(self, item_hash: str) -> Entry | None:
-        found = self.entries.get(item_hash)
-        if found is None or isinstance(found, Entry):
-            return found
-        try:
-            entry = self.entries[item_hash] = Entry.from_json(found)
-        except (TypeError, ValueError):
-            del self.entries[item_hash]
+        line = self.lines.get(item_hash)
+        if line is None:
             return None
-        return entry
+        try:
+            return Entry.from_json(json.loads(line))
+        except (TypeError, ValueError, RecursionError) as exc:
+            del self.lines[item_hash]
+            self._damaged(exc)
+            return None
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.fresh) or set(self.entries) != self.used
+    def _damaged(self, exc: Exception) -> None:
+        self.warning = self.warning or (f"the spec memo {self.path} was damaged ({type(exc).__name__}); planning "
+                                        "rendered its tracks again (the next build writes a new memo)")
+
+    def done(self) -> None:
+        """The load is over: note whether the file must change, and let go of its lines."""
+        self.changed = bool(self.fresh) or set(self.lines) != self.used
+        self.lines = {}
+
+
+def _parse(raw: bytes, fingerprint: str) -> dict[str, bytes]:
+    """The entry lines of a memo file made by this code (none if made by other code);
+    ``ValueError`` if it is not a memo file at all."""
+    head, _, body = raw.partition(b"\n")
+    header = json.loads(head)
+    if not isinstance(header, dict) or "v" not in header:
+        raise ValueError("not a memo")
+    if header.get("v") != MEMO_VERSION or header.get("fingerprint") != fingerprint:
+        return {}
+    lines = {}
+    for line in body.split(b"\n"):
+        if line:
+            key, _, data = line.partition(b" ")
+            lines[key.decode("ascii", "replace")] = data
+    return lines
 
 
 def read(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> Memo | None:
@@ -197,35 +224,35 @@ def read(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> Memo | None
     except OSError:
         return memo
     try:
-        data = json.loads(raw)
-        if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
-            raise ValueError("not a memo")
+        memo.lines = _parse(raw, memo.fingerprint)
     except (ValueError, RecursionError) as exc:
-        memo.warning = (f"the spec memo {memo.path} was damaged ({type(exc).__name__}); planning rendered every "
-                        "track (the next build writes a new memo)")
-        return memo
-    if data.get("v") == MEMO_VERSION and data.get("fingerprint") == memo.fingerprint:
-        memo.entries = data["entries"]
+        memo._damaged(exc)
     return memo
 
 
 def save(memo: Memo) -> None:
-    """Keep the entries of the manifest as it is now (entries of earlier versions of it go)."""
+    """Keep the entries of the manifest as it is now (entries of earlier versions of it go); those
+    unchanged are copied from the file as they are."""
     if not memo.changed:
         return
     from .cache import atomic_write_bytes
 
-    entries: dict[str, Any] = {}
-    for key in memo.used:
-        entry = memo.fresh.get(key) or memo.entries.get(key)
-        if entry is not None:
-            entries[key] = entry.to_json() if isinstance(entry, Entry) else entry
-    doc = {"v": MEMO_VERSION, "fingerprint": memo.fingerprint, "entries": entries}
+    try:
+        old = _parse(memo.path.read_bytes(), memo.fingerprint)
+    except (OSError, ValueError, RecursionError):
+        old = {}
+    out = [json.dumps({"v": MEMO_VERSION, "fingerprint": memo.fingerprint}).encode()]
+    for key in sorted(memo.used):
+        entry = memo.fresh.get(key)
+        line = json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False).encode() if entry else old.get(key)
+        if line is not None:
+            out.append(key.encode() + b" " + line)
     try:
         memo.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(memo.path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+        atomic_write_bytes(memo.path, b"\n".join(out) + b"\n")
     except OSError:
         pass  # derived state: the next plan renders what it must
+    memo.changed = False
 
 
 def roundtrips(rows: list[list[Any]]) -> bool:
