@@ -225,15 +225,12 @@ class Snapshot:
         self._rows: dict[str, tuple[Any, Any, Any]] = {}
         index = cache.index
         try:
-            disk, sql = index._disk, index._sql  # diskcache's own key encoding and connection
-            wanted = {}
-            for key in keys:
-                db_key, raw = disk.put(key)
-                wanted[(bytes(db_key) if isinstance(db_key, memoryview) else db_key, bool(raw))] = key
+            disk, sql = index._disk, index._sql  # diskcache's own key decoding and connection
+            wanted = set(keys)
             query = "SELECT key, raw, mode, filename, value FROM Cache WHERE expire_time IS NULL OR expire_time > ?"
             for db_key, raw, mode, filename, value in sql(query, (time.time(),)):
-                key = wanted.get((db_key, bool(raw)))
-                if key is not None:
+                key = disk.get(db_key, raw)  # decoding a key is cheaper than encoding one (zlib)
+                if key in wanted:
                     self._rows[key] = (mode, filename, value)
             self._fetch = disk.fetch
         except AttributeError:  # pragma: no cover - a diskcache without these internals: one query each
