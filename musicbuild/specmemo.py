@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterator, Mapping
 
 from .model import Metadata, OutputSpec, ProviderConfig, TrackSpec
 
@@ -194,7 +194,7 @@ class Memo:
 
     path: Path
     fingerprint: str
-    lines: dict[str, bytes] = field(default_factory=dict)  # item hash -> its JSON, until the load is done
+    lines: Mapping[str, bytes] = field(default_factory=dict)  # item hash -> its JSON, until the load is done
     fresh: dict[str, Entry] = field(default_factory=dict)  # made by this load, to be saved
     used: set[str] = field(default_factory=set)  # item hashes of the current manifest
     changed: bool = True  # whether ``save`` has anything to write
@@ -207,7 +207,6 @@ class Memo:
         try:
             return Entry.from_json(json.loads(line))
         except (TypeError, ValueError, RecursionError) as exc:
-            del self.lines[item_hash]
             self._damaged(exc)
             return None
 
@@ -221,21 +220,46 @@ class Memo:
         self.lines = {}
 
 
-def _parse(raw: bytes, fingerprint: str) -> dict[str, bytes]:
+class _Lines(Mapping[str, bytes]):
+    """The entries of a memo file by item hash, sliced from the file's bytes when asked for: one
+    copy of the file in memory, not three (bytes, lines, entries)."""
+
+    def __init__(self, raw: bytes, start: int) -> None:
+        self._raw = raw
+        self._at: dict[str, tuple[int, int]] = {}
+        end = len(raw)
+        while start < end:
+            stop = raw.find(b"\n", start)
+            stop = end if stop < 0 else stop
+            space = raw.find(b" ", start, stop)
+            if space > start:
+                self._at[raw[start:space].decode("ascii", "replace")] = (space + 1, stop)
+            start = stop + 1
+
+    def __getitem__(self, key: str) -> bytes:
+        begin, stop = self._at[key]
+        return self._raw[begin:stop]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._at
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._at)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+
+def _parse(raw: bytes, fingerprint: str) -> Mapping[str, bytes]:
     """The entry lines of a memo file made by this code (none if made by other code);
     ``ValueError`` if it is not a memo file at all."""
-    head, _, body = raw.partition(b"\n")
-    header = json.loads(head)
+    newline = raw.find(b"\n")
+    header = json.loads(raw[: newline if newline >= 0 else len(raw)])
     if not isinstance(header, dict) or "v" not in header:
         raise ValueError("not a memo")
-    if header.get("v") != MEMO_VERSION or header.get("fingerprint") != fingerprint:
+    if header.get("v") != MEMO_VERSION or header.get("fingerprint") != fingerprint or newline < 0:
         return {}
-    lines = {}
-    for line in body.split(b"\n"):
-        if line:
-            key, _, data = line.partition(b" ")
-            lines[key.decode("ascii", "replace")] = data
-    return lines
+    return _Lines(raw, newline + 1)
 
 
 def read(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> Memo | None:

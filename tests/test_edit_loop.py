@@ -156,13 +156,18 @@ def test_a_built_project_plans_the_same_after_a_build_and_an_edit(project: Path)
     assert [r["id"] for r in rows if r["action"] != "up-to-date"] == ["title"]
 
 
-def test_a_damaged_memo_is_a_warning_and_the_full_render(project: Path) -> None:
+@pytest.mark.parametrize("damage", ["header", "one entry"])
+def test_a_damaged_memo_is_a_warning_and_the_full_render(project: Path, damage: str) -> None:
     first, _ = _load_both(project)
     specmemo.save(first.memo)
-    first.memo.path.write_bytes(b'{"v": 1, "entries": ')
+    if damage == "header":
+        first.memo.path.write_bytes(b'{"v": 1, "entries": ')
+    else:
+        head, first_entry, rest = first.memo.path.read_bytes().split(b"\n", 2)
+        first.memo.path.write_bytes(b"\n".join([head, first_entry[:33] + b"[1, 2", rest]))
     fast, full = _load_both(project)
     assert fast.memo.warning and "was damaged" in fast.memo.warning
-    assert len(fast.memo.fresh) == ENTRIES
+    assert len(fast.memo.fresh) == (ENTRIES if damage == "header" else 1)
     _assert_same_plan(fast, full)
 
 
