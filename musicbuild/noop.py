@@ -39,12 +39,10 @@ def try_noop(argv: Sequence[str]) -> int | None:
     plain = _plain_build(argv)
     if plain is None or os.environ.get("MUSICBUILD_REMOTE_CACHE"):
         return None
-    from pathlib import Path
-
     from . import stamp
 
     try:
-        fresh = stamp.read_fresh(Path(plain[0]), os.environ, repair=False)
+        fresh = stamp.read_fresh(plain[0], os.environ, repair=False)
     except Exception:  # anything unexpected: the full CLI decides, with its error handling
         return None
     if fresh is None:

@@ -22,12 +22,12 @@ import os
 import re
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import __version__
 
-TYPE_CHECKING = False  # typing is not imported by a no-op build (see ``noop.py``)
+TYPE_CHECKING = False  # neither typing nor pathlib is imported by a no-op build (see ``noop.py``)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Callable, Iterable, Iterator, Mapping
 
 STAMP_VERSION = 1
@@ -45,47 +45,66 @@ def _stat(path: str) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+# Paths are handled as text here (os.path): importing pathlib is a sixth of a no-op at 10,000 tracks.
+def _stamp_file(cache_dir: str, manifest: str) -> str:
+    return os.path.join(cache_dir, "stamps", hashlib.sha256(manifest.encode()).hexdigest()[:24] + ".json")
+
+
 def stamp_path(cache_dir: Path, manifest: Path) -> Path:
-    return cache_dir / "stamps" / (hashlib.sha256(str(manifest).encode()).hexdigest()[:24] + ".json")
+    from pathlib import Path
+
+    return Path(_stamp_file(str(cache_dir), str(manifest)))
+
+
+def _guess_cache_dir(manifest: str, text: bytes, env: Mapping[str, str]) -> str | None:
+    if env.get("MUSICBUILD_CACHE_DIR"):
+        return os.path.realpath(env["MUSICBUILD_CACHE_DIR"])
+    folder = os.path.dirname(manifest)
+    if b"cache_dir:" not in text:  # the common case, without decoding a large manifest
+        return os.path.join(folder, ".musicbuild")
+    matches = _CACHE_DIR_LINE.findall(text.decode("utf-8", "replace"))
+    if not matches:
+        return os.path.join(folder, ".musicbuild")
+    value = next(v for v in matches[-1] if v)
+    if "{" in value:
+        return None  # a template: only the full loader knows
+    return os.path.realpath(os.path.join(folder, value.strip()))
 
 
 def guess_cache_dir(manifest: Path, text: bytes, env: Mapping[str, str]) -> Path | None:
     """Where the stamp would be, from the env or a plain top-level ``cache_dir:`` line."""
-    if env.get("MUSICBUILD_CACHE_DIR"):
-        return Path(env["MUSICBUILD_CACHE_DIR"]).resolve()
-    if b"cache_dir:" not in text:  # the common case, without decoding a large manifest
-        return manifest.parent / ".musicbuild"
-    matches = _CACHE_DIR_LINE.findall(text.decode("utf-8", "replace"))
-    if not matches:
-        return manifest.parent / ".musicbuild"
-    value = next(v for v in matches[-1] if v)
-    if "{" in value:
-        return None  # a template: only the full loader knows
-    return (manifest.parent / value.strip()).resolve()
+    from pathlib import Path
+
+    found = _guess_cache_dir(str(manifest), text, env)
+    return None if found is None else Path(found)
 
 
 def remote_fingerprint(url: str | None) -> str | None:
     """What the stamp keeps of MUSICBUILD_REMOTE_CACHE: a hash of the URL without its userinfo."""
+    if not url:
+        return None
     from .redact import url_without_userinfo
 
-    return hashlib.sha256(url_without_userinfo(url).encode()).hexdigest()[:16] if url else None
+    return hashlib.sha256(url_without_userinfo(url).encode()).hexdigest()[:16]
 
 
-def read_fresh(manifest_file: Path, env: Mapping[str, str],
+def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
                warn: Callable[[str], None] | None = None, repair: bool = True) -> dict[str, Any] | None:
     """The stamp's rows if nothing changed since it was written, else None. A damaged stamp is
     removed (and said to ``warn``) unless ``repair`` is false: then it is left for the full path."""
-    manifest = manifest_file.resolve()
+    manifest = os.path.realpath(manifest_file)  # what Path.resolve() gives
     try:
-        text = manifest.read_bytes()
+        with open(manifest, "rb") as f:
+            text = f.read()
     except OSError:
         return None
-    cache_dir = guess_cache_dir(manifest, text, env)
+    cache_dir = _guess_cache_dir(manifest, text, env)
     if cache_dir is None:
         return None
-    path = stamp_path(cache_dir, manifest)
+    path = _stamp_file(cache_dir, manifest)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError:
         return None
     try:
@@ -95,7 +114,7 @@ def read_fresh(manifest_file: Path, env: Mapping[str, str],
         if not repair:
             return None
         try:
-            path.unlink(missing_ok=True)
+            os.unlink(path)
         except OSError:
             pass
         if warn is not None:
@@ -151,11 +170,11 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return stamp
 
 
-def _fresh(stamp: Any, cache_dir: Path, manifest_sha256: str, env: Mapping[str, str]) -> bool:
+def _fresh(stamp: Any, cache_dir: str, manifest_sha256: str, env: Mapping[str, str]) -> bool:
     """Whether ``stamp`` proves nothing changed; ``TypeError``/``KeyError`` if it is not a stamp."""
     files = [*stamp["inputs"], *stamp["outputs"]]
     if (stamp.get("v") != STAMP_VERSION or stamp.get("tool") != __version__
-            or stamp.get("cache_dir") != str(cache_dir)
+            or stamp.get("cache_dir") != cache_dir
             or stamp.get("manifest_sha256") != manifest_sha256
             or stamp.get("remote_env") != remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE"))):
         return False
