@@ -18,6 +18,7 @@ import pytest
 from musicbuild import fastload, planner, specmemo
 from musicbuild.cache import Cache
 from musicbuild.engine import make_plan
+from musicbuild.errors import ManifestError
 from musicbuild.lock import LockEntry, LockedOutput, render, render_slow
 from musicbuild.manifest import NO_MEMO_ENV, Manifest, load_manifest
 
@@ -182,6 +183,40 @@ def test_an_entry_leaning_on_an_anchor_elsewhere_is_not_reused(project: Path) ->
     _replace("seed: 42", "seed: 43")(project)
     fast, full = _load_both(project)
     assert [t.seed for t in fast.tracks if t.id == "labelled"] == [43]
+    _assert_same_plan(fast, full)
+
+
+@pytest.mark.parametrize("where", ["outside", "inside"])
+def test_an_output_folder_swapped_for_a_symlink_is_seen(project: Path, where: str) -> None:
+    """Output paths are resolved through their folders: a folder that became a symlink changes
+    them (inside output_dir) or makes them an error (outside), memo or not."""
+    first, _ = _load_both(project)
+    specmemo.save(first.memo)
+    target = project.parent / f"{project.name}-elsewhere" if where == "outside" else project / "out" / "real-grid"
+    target.mkdir(parents=True)
+    (project / "out").mkdir(exist_ok=True)
+    (project / "out" / "grid").symlink_to(target)
+    env = {k: v for k, v in os.environ.items() if k != NO_MEMO_ENV}
+    if where == "inside":
+        fast, full = _load_both(project)
+        assert len(fast.memo.fresh) == 1 and any("real-grid" in str(t.outputs[0].path) for t in fast.tracks)
+        _assert_same_plan(fast, full)
+        return
+    with pytest.raises(ManifestError) as fast_error:
+        load_manifest(project / "musicbuild.yaml", env)
+    with pytest.raises(ManifestError) as full_error:
+        load_manifest(project / "musicbuild.yaml", {**env, NO_MEMO_ENV: "1"})
+    assert fast_error.value.lines() == full_error.value.lines()
+    assert "through a symlink" in str(fast_error.value.lines())
+
+
+def test_a_cover_edited_between_load_and_plan_is_hashed_as_it_is(project: Path) -> None:
+    """Keys handed over by the loader are not used for a spec that hashes an input file: a
+    long-lived process (the API) may plan a manifest loaded before the file changed."""
+    first, _ = _load_both(project)
+    specmemo.save(first.memo)
+    fast, full = _load_both(project)
+    _write("art/cover.png", PNG_B)(project)
     _assert_same_plan(fast, full)
 
 
