@@ -19,7 +19,7 @@ manifest loader, the engine and the audio stack load on first use.
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Sequence, Union
 
 from .errors import MusicbuildError, UsageError
 
@@ -85,7 +85,7 @@ OnEvent = Callable[[Event], None]
 
 class BuildResult(NamedTuple):
     document: dict[str, Any] | None  # the JSON report (None for a no-op: `report` makes it on demand)
-    noop_rows: list[TrackRow] | None = None  # answered by the null-build stamp: its rows
+    noop_rows: Sequence[TrackRow] | None = None  # answered by the null-build stamp: its rows (read on first use)
     manifest: str = ""
     interrupted: bool = False
     budget_stopped: bool = False  # --max-cost kept tracks from being submitted
@@ -107,7 +107,7 @@ class BuildResult(NamedTuple):
         return noop_report(Path(self.manifest), list(self.noop_rows or []))  # type: ignore[arg-type]
 
     @property
-    def rows(self) -> list[TrackRow]:
+    def rows(self) -> Sequence[TrackRow]:
         return self.noop_rows if self.noop_rows is not None else self.report["tracks"]
 
     @property
@@ -309,7 +309,7 @@ def _write_reports(doc: dict[str, Any], cache_dir: Path, report: PathLike | None
 
     if record:
         try:
-            write_report(cache_dir / LAST_REPORT, doc)
+            write_report(cache_dir / LAST_REPORT, doc, compact=True)
         except OSError as exc:
             said = f"could not record this build for `musicbuild report` ({exc.strerror}: {cache_dir / LAST_REPORT})"
             on_warning(said) if on_warning is not None else doc.setdefault("warnings", []).append(said)

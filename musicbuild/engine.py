@@ -10,12 +10,11 @@ import fnmatch
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import confine, lock, stamp
-from .cache import Cache, exclusive_build
+from .cache import Cache, Snapshot, exclusive_build
 from .errors import BudgetError, ConfigError, ManifestError, UsageError
-from .executor import ExecOptions, Executor, Reporter
 from .manifest import Manifest
 from .model import Action, BuildSummary, Outcome, PlannedTrack, TrackSpec
 from .planner import CacheState, plan_tracks
@@ -23,7 +22,10 @@ from .providers import create_provider, is_available
 from .providers.base import Provider
 from .providers.catalog import estimate_track
 from .report import outcome_row
-from .sync import SharedCache
+
+if TYPE_CHECKING:
+    from .executor import Reporter
+    from .sync import SharedCache
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,8 @@ def credential_problems(specs: list[TrackSpec], env: Mapping[str, str]) -> list[
 def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: CacheState, force: bool = False,
               locked: Mapping[str, lock.LockEntry] | None = None) -> list[PlannedTrack]:
     if locked is None:
-        locked = lock.read_lock(lock.lock_path(manifest.path)) or {}
-    planned = plan_tracks(specs, cache, force=force, estimate=estimate, lock=locked)
+        locked = lock.LazyLock(lock.lock_path(manifest.path))
+    planned = plan_tracks(specs, cache, force=force, estimate=estimate, lock=locked, known=manifest.known_keys)
     paid: set[str] = set()
     for i, pt in enumerate(planned):  # tracks sharing a generation key share one (paid) generation
         if pt.action in (Action.GENERATE, Action.RESUME):
@@ -129,10 +131,14 @@ def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: CacheState, for
 
 def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
           env: Mapping[str, str] | None = None) -> BuildResult:
+    from .executor import ExecOptions, Executor  # not imported by plan/status/check (httpx, the fleet: 0.1 s)
+
     env = os.environ if env is None else env
     specs = select(manifest, options.targets)
     providers = check_inputs(manifest, specs, env)
     summary = BuildSummary(manifest=str(manifest.path), started_at=now())
+    if manifest.memo is not None and manifest.memo.warning:
+        summary.warnings.append(manifest.memo.warning)
     lockfile = lock.lock_path(manifest.path)
     old_lock = lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
@@ -188,10 +194,26 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
             summary.remote = {"url": shared.store.display, "fetched": shared.fetched, "uploaded": shared.uploaded,
                               "bytes_down": shared.bytes_down, "bytes_up": shared.bytes_up}
         ok = {o.id for o in summary.outcomes if o.status == "ok"}
-        _update_lock(lockfile, old_lock, manifest, cache, options, planned, ok)
+        records = _records(cache, planned)
+        _update_lock(lockfile, old_lock, manifest, records, options, planned, ok)
         # while uploads are owed, no-op builds must take the full path so they can finish them
-        _update_stamp(manifest, cache, specs, summary, whole=not options.targets and not uploads_pending)
+        _update_stamp(manifest, records, specs, summary, whole=not options.targets and not uploads_pending)
+        if manifest.memo is not None:  # what this load rendered, for the next one (derived state)
+            from .specmemo import save
+
+            save(manifest.memo)
     return BuildResult(summary, planned)
+
+
+def _records(cache: Cache, planned: list[PlannedTrack]) -> Cache | Snapshot:
+    """The records the lock and the stamp are made from, as the build left them: read in one pass
+    over the index when there are many (``cache.Snapshot``), else one query each."""
+    from .planner import SNAPSHOT_FROM
+
+    keys = [f"out:{po.output.path}" for pt in planned for po in pt.outputs]
+    if len(keys) < SNAPSHOT_FROM:
+        return cache
+    return Snapshot(cache, keys + ["gen:" + pt.gen_key for pt in planned])
 
 
 def remote_url(manifest: Manifest, options: BuildOptions, env: Mapping[str, str]) -> str | None:
@@ -212,6 +234,8 @@ def _open_shared(manifest: Manifest, options: BuildOptions, env: Mapping[str, st
             raise
         summary.warnings.append(f"shared cache unavailable ({exc.message}); building locally")
         return None
+    from .sync import SharedCache
+
     return SharedCache(store, cache, required=options.frozen or options.offline, warn=summary.warnings.append)
 
 
@@ -266,7 +290,7 @@ def _preset_outcomes(planned: list[PlannedTrack], options: BuildOptions) -> dict
     return preset
 
 
-def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache,
+def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache | Snapshot,
                  options: BuildOptions, planned: list[PlannedTrack], ok: set[str]) -> None:
     new = lock.updated_entries(planned, ok, cache, old or {}, (t.id for t in manifest.tracks))
     if options.locked or (options.frozen and old is not None):
@@ -320,7 +344,7 @@ def _unfinished(pt: PlannedTrack, cache: Cache, locked: Mapping[str, lock.LockEn
     return _outcome(pt, "skipped", "interrupted")
 
 
-def _update_stamp(manifest: Manifest, cache: Cache, specs: list[TrackSpec], summary: BuildSummary,
+def _update_stamp(manifest: Manifest, cache: Cache | Snapshot, specs: list[TrackSpec], summary: BuildSummary,
                   whole: bool) -> None:
     if not whole or summary.interrupted or any(o.status != "ok" for o in summary.outcomes):
         stamp.remove(manifest.cache_dir, manifest.path)

@@ -24,6 +24,7 @@ from .render import Renderer, RenderError
 from .trackbuild import TrackBuilder, unknown_model
 from .yamlsrc import Path_, SourceMap, YamlSyntaxError, format_path, load_yaml
 
+NO_MEMO_ENV = "MUSICBUILD_NO_MEMO"  # set: always the full loader, no spec memo (specmemo.py)
 # Fields merged key by key from `defaults` instead of replaced (a track adds to them).
 MERGED_FIELDS = ("vars", "metadata", "options", "post")
 
@@ -41,6 +42,8 @@ class Manifest:
     origins: Mapping[str, Path_]  # track id -> ("tracks", i)
     remote: str | None = None  # cache.remote: the shared team cache URL
     coordinator: str | None = None  # cache.coordinator: the fleet's Redis URL
+    memo: Any = None  # specmemo.Memo: what a build saves for the next load (None: the full loader ran)
+    known_keys: Mapping[int, tuple[TrackSpec, str, tuple[str, ...]]] | None = None  # id(spec) -> keys (fastload)
 
     def diagnostic(self, path: Path_, message: str) -> Diagnostic:
         line, col = self.source.where(path)
@@ -62,6 +65,12 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
         raise UsageError(f"no manifest at {display_path(path)}", "pass one with -f FILE") from None
     except OSError as exc:
         raise UsageError(f"cannot read {display_path(path)}: {exc.strerror}") from None
+    if not env.get(NO_MEMO_ENV):
+        from .fastload import load_fast  # only the entries that changed are rendered
+
+        manifest = load_fast(path, raw, env)
+        if manifest is not None:
+            return manifest
     return _Loader(path, raw, env).load()
 
 

@@ -45,6 +45,9 @@ def text_problem(text: str) -> str | None:
 
 
 def inside(path: Path, folder: Path) -> bool:
+    if path.is_absolute() and folder.is_absolute():  # by text: `in path.parents` makes every parent
+        base = str(folder)
+        return path == folder or str(path).startswith(base if base.endswith(os.sep) else base + os.sep)
     return path == folder or folder in path.parents
 
 

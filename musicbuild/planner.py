@@ -124,43 +124,69 @@ def check_locked_output(path: Path, out_key: str, gen_key: str, clip: int,
     return OutputCheck("ok", record, (st.st_size, st.st_mtime_ns))
 
 
+# Below this many outputs, one query per output is cheaper than a pass over the whole index.
+SNAPSHOT_FROM = 64
+
+
+KnownKeys = Mapping[int, tuple[TrackSpec, str, tuple[str, ...]]]
+
+
 def plan_tracks(specs: Iterable[TrackSpec], cache: CacheState, *, force: bool = False,
                 estimate: Callable[[TrackSpec], float] = lambda spec: 0.0,
-                lock: Mapping[str, LockedState] | None = None) -> list[PlannedTrack]:
+                lock: Mapping[str, LockedState] | None = None, known: KnownKeys | None = None) -> list[PlannedTrack]:
+    """``known``: keys the loader already computed (or took from the spec memo), by spec identity."""
+    specs = list(specs)
+    keys = ["out:" + str(o.path) for s in specs for o in s.outputs]
+    if len(keys) >= SNAPSHOT_FROM and hasattr(cache, "index"):  # a real Cache: read the records in one pass
+        from .cache import Snapshot
+
+        cache = Snapshot(cache, keys)  # type: ignore[arg-type,assignment]
     earlier = EarlierOutputs(cache)
-    lock = lock or {}
-    return [plan_track(spec, cache, force=force, estimate=estimate, earlier=earlier, locked=lock.get(spec.id))
+    lock = lock if lock is not None else {}
+    return [plan_track(spec, cache, force=force, estimate=estimate, earlier=earlier, lock=lock, known=known)
             for spec in specs]
 
 
 def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
                estimate: Callable[[TrackSpec], float] = lambda spec: 0.0,
-               earlier: EarlierOutputs | None = None, locked: LockedState | None = None) -> PlannedTrack:
-    gen_key = generation_key(spec)
-    tags = tag_fields(spec)
-    keys = [output_key(gen_key, spec, out, tags) for out in spec.outputs]
-    pinned = {o.path: o for o in locked.outputs} if locked is not None and locked.gen_key == gen_key else {}
+               earlier: EarlierOutputs | None = None, locked: LockedState | None = None,
+               lock: Mapping[str, LockedState] | None = None, known: KnownKeys | None = None) -> PlannedTrack:
+    """``locked``: the track's lock block; or ``lock``, the whole lock, asked only if an output has
+    no record (``lock.LazyLock`` then reads the file only when a plan needs it)."""
+    hit = known.get(id(spec)) if known is not None else None
+    tags: dict[str, Any] | None = None
+    if hit is not None and hit[0] is spec and not _hashes_inputs(spec):
+        gen_key, keys = hit[1], list(hit[2])
+    else:  # a cover or reference audio is hashed into the keys: hash it now, as it is now
+        gen_key = generation_key(spec)
+        tags = tag_fields(spec)
+        keys = [output_key(gen_key, spec, out, tags) for out in spec.outputs]
+    pinned: dict[str, Any] | None = None
     checks = []
     for out, okey in zip(spec.outputs, keys):
         record = cache.get_output(out.path)
         check = check_output(out.path, okey, record)
         if record is None and check.state == "unknown":
+            if pinned is None:
+                entry = locked if locked is not None else (lock.get(spec.id) if lock is not None else None)
+                pinned = {o.path: o for o in entry.outputs} if entry is not None and entry.gen_key == gen_key else {}
             check = check_locked_output(out.path, okey, gen_key, out.clip, pinned.get(out.rel)) or check
         checks.append(check)
     # what the key is made of matters only to an output that will be written or explained
     parts = output_parts(spec, tags) if any(c.state != "ok" for c in checks) or force else {}
+
     outputs = [PlannedOutput(out, okey, c.state, c.restat, parts,
                              c.record if c.record and c.record.get("recovered_from") else None)
                for out, okey, c in zip(spec.outputs, keys, checks)]
     reasons = _output_reasons(spec, gen_key, parts, checks, earlier or EarlierOutputs(cache))
+    if not reasons and not force:  # (an up-to-date track's journal is not looked at: one query less each)
+        return PlannedTrack(spec, gen_key, tuple(outputs), Action.UP_TO_DATE, (), 0.0)
     note = expected_length(spec.provider.type, spec.model, spec.duration).note
     job = cache.live_job(gen_key)
     job_info = {"state": job.state, "job_id": job.job_id, "attempt": job.attempt} if job is not None else None
     if force:
         return PlannedTrack(spec, gen_key, tuple(outputs), Action.GENERATE, (Reason.FORCED,), estimate(spec),
                             job_info, note)
-    if not reasons:
-        return PlannedTrack(spec, gen_key, tuple(outputs), Action.UP_TO_DATE, (), 0.0)
     cached = cache.get_generation(gen_key) is not None
     if not cached:  # cached under musicbuild 0.1's key: `build` adopts it
         legacy = legacy_generation_key(spec)
@@ -172,11 +198,17 @@ def plan_track(spec: TrackSpec, cache: CacheState, *, force: bool = False,
     return PlannedTrack(spec, gen_key, tuple(outputs), Action.GENERATE, reasons, estimate(spec), None, note)
 
 
+def _hashes_inputs(spec: TrackSpec) -> bool:
+    return spec.reference_audio is not None or spec.metadata.cover is not None
+
+
 _PART_REASONS = {"format": Reason.FORMAT_CHANGED, "post": Reason.POST_CHANGED, "meta": Reason.METADATA_CHANGED}
 
 
 def _output_reasons(spec: TrackSpec, gen_key: str, parts: dict[str, str], checks: list[OutputCheck],
                     earlier: EarlierOutputs) -> tuple[Reason, ...]:
+    if all(c.state == "ok" for c in checks):
+        return ()
     reasons: set[Reason] = set()
     for c in checks:
         if c.state == "ok":

@@ -57,12 +57,13 @@ def format_path(path: Path_) -> str:
     return out
 
 
-def load_yaml(text: str, file: str, max_nodes: int = 2_000_000,
-              max_depth: int = 64) -> tuple[Any, SourceMap, list[tuple[Path_, str]]]:
+def load_yaml(text: str, file: str, max_nodes: int = 2_000_000, max_depth: int = 64,
+              shape: dict[str, int] | None = None) -> tuple[Any, SourceMap, list[tuple[Path_, str]]]:
     """Parse ``text``; return (data, source map, duplicate-key problems).
 
     ``max_nodes`` bounds the values the document expands to (an alias counts its anchor's values
-    again every time it is used), ``max_depth`` the nesting of mappings and lists."""
+    again every time it is used), ``max_depth`` the nesting of mappings and lists. ``shape``, if
+    given, receives the document's ``size`` in those values (``fastload`` adds up entries)."""
     smap = SourceMap(file)
     problems: list[tuple[Path_, str]] = []
     try:
@@ -81,7 +82,9 @@ def load_yaml(text: str, file: str, max_nodes: int = 2_000_000,
         raise YamlSyntaxError(1, 1, f"the YAML is nested too deeply (more than {max_depth} levels)") from None
     if node is None:
         return None, smap, problems
-    _check_shape(node, max_nodes, max_depth)
+    size = _check_shape(node, max_nodes, max_depth)
+    if shape is not None:
+        shape["size"] = size
     constructor = yaml.SafeLoader("")  # only its scalar resolution is used
     smap.locations[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
     data = _convert(node, (), smap, problems, constructor, text)
@@ -96,8 +99,9 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _check_shape(root: yaml.Node, max_nodes: int, max_depth: int) -> None:
-    """Refuse a recursive alias, an expansion past ``max_nodes`` or nesting past ``max_depth``.
+def _check_shape(root: yaml.Node, max_nodes: int, max_depth: int) -> int:
+    """Refuse a recursive alias, an expansion past ``max_nodes`` or nesting past ``max_depth``;
+    return the number of values the document expands to.
 
     Iterative and memoised per node, so the cost is the size of the text, not of its expansion."""
     size: dict[int, int] = {}  # id(node) -> values it expands to
@@ -129,6 +133,7 @@ def _check_shape(root: yaml.Node, max_nodes: int, max_depth: int) -> None:
                            "refer to the anchor from outside it")
             if id(kid) not in size:
                 stack.append((kid, False))
+    return size[id(root)]
 
 
 def _fail(node: yaml.Node, message: str, path: Path_ = ()) -> None:
