@@ -97,6 +97,7 @@ class _FastLoader(_Loader):
         self._reals: dict[str, str] = {}
         self._recorded: dict[int, tuple[set[str], list[list[Any]], dict[str, str], int]] | None = None
         self.known: dict[int, tuple[TrackSpec, str, tuple[str, ...]]] = {}  # keys computed or memoized, by spec
+        self.full_load = False  # the full loader's own load ran (_load_recording)
 
     def resolve_input(self, rel: str) -> Path:
         path = super().resolve_input(rel)
@@ -155,7 +156,7 @@ class _FastLoader(_Loader):
         hashes = [hashlib.sha256(item.encode()).hexdigest()[:32] for item in split.items]
         valid: set[str] = set()  # entries taken from the memo
         absent = sum(h not in memo.lines for h in hashes) if memo is not None else len(hashes)
-        if _many(absent, len(hashes)):
+        if memo is None or not memo.lines or _many(absent, len(hashes)):  # nothing to reuse: one full load
             return self._load_recording(split, hashes, valid, memo, context, var_digest)
         decoder = specmemo.Decoder(providers)
         tracks: list[TrackSpec] = []
@@ -212,6 +213,7 @@ class _FastLoader(_Loader):
         if memo is not None:
             memo.fresh.clear()
         self.renderer.full_budget()
+        self.full_load = True  # from here on, an error is the full loader's own: said as it is, not re-run
         manifest = _Loader.load(self)
         recorded, self._recorded = self._recorded, None
         if memo is None or len(recorded) != len(split.items):  # not the entries the text was cut into
@@ -316,7 +318,10 @@ def load_fast(path: Path, raw: bytes, env: Mapping[str, str]) -> Manifest | None
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    loader = _FastLoader(path, raw, env)
     try:
-        return _FastLoader(path, raw, env).load_fast(text)
+        return loader.load_fast(text)
     except (MusicbuildError, YamlSyntaxError):
+        if loader.full_load:  # running it again would say the same after the same work (a slow
+            raise  # template: another second)
         return None

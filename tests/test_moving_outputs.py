@@ -101,10 +101,14 @@ def _sha(path: Path) -> str | None:
         return None
 
 
+# enough outputs to write that a build lasts a while even when planning is quick (the edit loop's memo)
+TRACKS = 30
+
+
 def test_random_deletes_and_edits_during_builds_leave_check_status_and_verify_agreeing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(int(os.environ.get("MUSICBUILD_CHAOS_SEED", "9")))
-    (tmp_path / "musicbuild.yaml").write_text(tracks(10, duration=1.0))
+    (tmp_path / "musicbuild.yaml").write_text(tracks(TRACKS, duration=2.0))
     monkeypatch.delenv("MUSICBUILD_CACHE_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     build_dir = tmp_path / "build"
@@ -136,7 +140,7 @@ def test_random_deletes_and_edits_during_builds_leave_check_status_and_verify_ag
         locked = json.loads((tmp_path / "musicbuild.lock").read_text())["tracks"]
         good = {tid: _sha(build_dir / block["outputs"][0]["path"]) == block["outputs"][0]["sha256"]
                 for tid, block in locked.items()}
-        assert len(good) == 10
+        assert len(good) == TRACKS
         verify, check, status = cli("verify"), cli("check"), cli("status")
         assert (verify[0] == 0) == all(good.values()) == (check[0] == 0), (good, verify[2])
         assert {line.split(".wav:")[0] for line in verify[2].splitlines() if ".wav:" in line} == {
