@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from .cache import Cache, Snapshot, atomic_write_bytes
 from .errors import MusicbuildError
+from .lazymap import LazyMapping
 from .model import PlannedTrack
 
 LOCK_NAME = "musicbuild.lock"
@@ -112,27 +113,13 @@ def read_lock(path: Path) -> dict[str, LockEntry] | None:
                           "or delete it and run `musicbuild build`") from None
 
 
-class LazyLock(Mapping[str, LockEntry]):
+class LazyLock(LazyMapping[str, LockEntry]):
     """The lock, read on first use: a plan needs it only for outputs the cache has no record of,
     and reading a 100,000-block lock costs a second. A damaged lock is reported when read."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._entries: dict[str, LockEntry] | None = None
-
-    def _load(self) -> dict[str, LockEntry]:
-        if self._entries is None:
-            self._entries = read_lock(self.path) or {}
-        return self._entries
-
-    def __getitem__(self, track_id: str) -> LockEntry:
-        return self._load()[track_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
+        super().__init__(lambda: read_lock(path) or {})
 
 
 def render(entries: Iterable[LockEntry]) -> str:

@@ -9,7 +9,9 @@ provider with ``price:``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
+
+from ..lazymap import LazyMapping
 
 # The price terms a provider (or a manifest's `price:`) may state; several add up.
 PRICE_TERMS = ("usd_per_job", "usd_per_second", "usd_per_minute", "usd_per_song", "usd_per_extra_song",
@@ -68,29 +70,13 @@ BUILTIN: dict[str, ProviderInfo] = {
 }
 
 
-class _Installed(Mapping[str, ProviderInfo]):
-    """The installed provider types, looked up through the plugin registry on first use."""
+def _installed() -> Mapping[str, ProviderInfo]:
+    from .registry import infos  # the plugin registry, looked up on first use
 
-    _found: Mapping[str, ProviderInfo] | None = None
-
-    def _infos(self) -> Mapping[str, ProviderInfo]:
-        if self._found is None:
-            from .registry import infos
-
-            self._found = infos()
-        return self._found
-
-    def __getitem__(self, name: str) -> ProviderInfo:
-        return self._infos()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._infos())
-
-    def __len__(self) -> int:
-        return len(self._infos())
+    return infos()
 
 
-TYPES: Mapping[str, ProviderInfo] = _Installed()
+TYPES: Mapping[str, ProviderInfo] = LazyMapping(_installed)
 
 
 def clip_count(type_name: str, model: str, options: Mapping[str, object]) -> int:
