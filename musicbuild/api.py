@@ -140,20 +140,27 @@ class Status(NamedTuple):
     dead: list["DeadOutput"]  # files we wrote that no track writes any more (only without targets)
 
 
-def load(path: PathLike = "musicbuild.yaml", *, env: Mapping[str, str] | None = None) -> "Manifest":
+def load(path: PathLike = "musicbuild.yaml", *, env: Mapping[str, str] | None = None,
+         _partial: bool = False) -> "Manifest":
     """Parse, validate and render a manifest; raises ``ManifestError`` listing every problem.
     The keys its providers name (``api_key_env``) and its cache URL's password are registered for
-    redaction: they never appear in any message, report or page, in any encoding."""
+    redaction: they never appear in any message, report or page, in any encoding.
+    (``_partial``: unchanged tracks may stay rows in ``manifest.clean``; see ``incremental.py``.)"""
     from . import redact
     from .manifest import load_manifest
 
-    manifest = load_manifest(Path(path), env)
+    manifest = load_manifest(Path(path), env, _partial)
     redact.remember_config([p.api_key_env for p in manifest.providers.values()], [manifest.remote], env)
     return manifest
 
 
-def _manifest(manifest: "Manifest | PathLike", env: Mapping[str, str] | None) -> "Manifest":
-    return manifest if hasattr(manifest, "tracks") else load(manifest, env=env)  # type: ignore[arg-type,return-value]
+def _manifest(manifest: "Manifest | PathLike", env: Mapping[str, str] | None, partial: bool = False) -> "Manifest":
+    if hasattr(manifest, "tracks"):
+        return manifest  # type: ignore[return-value]
+    loaded = load(manifest, env=env, _partial=partial)  # type: ignore[arg-type]
+    if loaded.clean is not None and (loaded.remote or loaded.coordinator):  # a fleet's build plans every track
+        loaded = load(manifest, env=env)  # type: ignore[arg-type]
+    return loaded
 
 
 def validate(manifest: "Manifest | PathLike" = "musicbuild.yaml", *,
@@ -178,12 +185,17 @@ class _Planned(NamedTuple):
 
 
 def _plan(manifest: "Manifest | PathLike", targets: Iterable[str], force: bool,
-          env: Mapping[str, str] | None) -> _Planned:
+          env: Mapping[str, str] | None, partial: bool = False) -> _Planned:
     from .engine import check_inputs, make_plan, select
     from .planner import read_cache
 
     env = os.environ if env is None else env
-    manifest = _manifest(manifest, env)
+    targets = list(targets)
+    if partial:
+        from .incremental import allowed
+
+        partial = allowed(env, targets=targets, force=force)
+    manifest = _manifest(manifest, env, partial)
     specs = select(manifest, targets)
     check_inputs(manifest, specs, env)
     with read_cache(manifest.cache_dir) as cache:  # never creates the cache folder
@@ -195,7 +207,13 @@ def plan(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable[
     """What ``build`` would do per track, why, and its estimated cost. Writes nothing."""
     from .report import plan_row
 
-    return [plan_row(pt) for pt in _plan(manifest, targets, force, env).tracks]  # type: ignore[misc]
+    planned = _plan(manifest, targets, force, env, partial=True)
+    rows = [plan_row(pt) for pt in planned.tracks]
+    if planned.manifest.clean is not None:  # tracks proven up to date without a plan (incremental.py)
+        from .incremental import plan_rows
+
+        rows = plan_rows(planned.manifest.clean.tracks, planned.tracks, rows)
+    return rows  # type: ignore[return-value]
 
 
 def check(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable[str] = (), *,
@@ -263,7 +281,11 @@ def build(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable
     from .engine import BuildOptions, build as run_build
     from .report import report_document
 
-    manifest = _manifest(manifest, env)
+    from .incremental import allowed
+
+    partial = allowed(env, targets=targets, force=force, shard=shard, remote=remote, coordinator=coordinator,
+                      locked=locked, frozen=frozen, offline=offline)
+    manifest = _manifest(manifest, env, partial)
     options = BuildOptions(targets=targets, jobs=jobs, keep_going=keep_going, force=force, max_cost=max_cost,
                            locked=locked, frozen=frozen, offline=offline, shard=shard, remote=remote,
                            coordinator=coordinator)

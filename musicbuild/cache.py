@@ -320,13 +320,17 @@ def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
     return Path(tmp)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + rename, so readers never see half a file."""
+def atomic_write_bytes(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write via a temp file in the same folder + rename, so readers never see half a file.
+    ``data`` may come in pieces (a large file spliced from an old one is never joined in memory)."""
     tmp = temp_beside(path)
     fd = os.open(tmp, os.O_WRONLY)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                f.writelines(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

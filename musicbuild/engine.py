@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from . import confine, lock, stamp
+from . import confine, incremental, lock, stamp
 from .cache import Cache, Snapshot, exclusive_build
 from .errors import BudgetError, ConfigError, ManifestError, UsageError
 from .manifest import Manifest
@@ -140,7 +140,9 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
     if manifest.memo is not None and manifest.memo.warning:
         summary.warnings.append(manifest.memo.warning)
     lockfile = lock.lock_path(manifest.path)
-    old_lock = lock.read_lock(lockfile)
+    clean = manifest.clean.tracks if manifest.clean is not None else []  # up to date, as rows (incremental.py)
+    blocks = lock.LockBlocks.read(lockfile) if clean else None  # only changed blocks are read or written
+    old_lock = blocks if blocks is not None else lock.read_lock(lockfile)
     with exclusive_build(manifest.cache_dir), Cache(manifest.cache_dir) as cache:
         summary.warnings += cache.warnings
         cache.adopt_legacy_jobs()
@@ -179,6 +181,8 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
             summary.interrupted = True
         outcomes = {**executor.outcomes, **preset}
         summary.outcomes = [outcomes.get(pt.spec.id) or _unfinished(pt, cache, old_lock or {}) for pt in planned]
+        if clean:
+            summary.rows = incremental.report_rows(clean, planned, summary.outcomes, outcome_row)
         summary.finished_at = now()
         summary.budget_stopped = getattr(executor, "budget_stopped", False)
         summary.collected = list(executor.collected)
@@ -195,9 +199,13 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
                               "bytes_down": shared.bytes_down, "bytes_up": shared.bytes_up}
         ok = {o.id for o in summary.outcomes if o.status == "ok"}
         records = _records(cache, planned)
-        _update_lock(lockfile, old_lock, manifest, records, options, planned, ok)
+        every_id = incremental.all_ids(clean, manifest.tracks)
+        if blocks is not None:
+            incremental.update_lock(blocks, planned, ok, records, every_id)
+        else:
+            _update_lock(lockfile, old_lock, every_id, records, options, planned, ok)
         # while uploads are owed, no-op builds must take the full path so they can finish them
-        _update_stamp(manifest, records, specs, summary, whole=not options.targets and not uploads_pending)
+        _update_stamp(manifest, records, specs, summary, planned, whole=not options.targets and not uploads_pending)
         if manifest.memo is not None:  # what this load rendered, for the next one (derived state)
             from .specmemo import save
 
@@ -290,9 +298,9 @@ def _preset_outcomes(planned: list[PlannedTrack], options: BuildOptions) -> dict
     return preset
 
 
-def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, manifest: Manifest, cache: Cache | Snapshot,
+def _update_lock(path: Any, old: dict[str, lock.LockEntry] | None, every_id: set[str], cache: Cache | Snapshot,
                  options: BuildOptions, planned: list[PlannedTrack], ok: set[str]) -> None:
-    new = lock.updated_entries(planned, ok, cache, old or {}, (t.id for t in manifest.tracks))
+    new = lock.updated_entries(planned, ok, cache, old or {}, every_id)
     if options.locked or (options.frozen and old is not None):
         changed = lock.changed_tracks(old, new)
         if changed:
@@ -345,19 +353,21 @@ def _unfinished(pt: PlannedTrack, cache: Cache, locked: Mapping[str, lock.LockEn
 
 
 def _update_stamp(manifest: Manifest, cache: Cache | Snapshot, specs: list[TrackSpec], summary: BuildSummary,
-                  whole: bool) -> None:
+                  planned: list[PlannedTrack], whole: bool) -> None:
     if not whole or summary.interrupted or any(o.status != "ok" for o in summary.outcomes):
         stamp.remove(manifest.cache_dir, manifest.path)
         return
-    inputs = [f for s in specs for f in s.files] + [lock.lock_path(manifest.path)]
+    clean = manifest.clean.tracks if manifest.clean is not None else []
+    inputs = [f for s in specs for f in s.files] + [lock.lock_path(manifest.path)] + incremental.input_files(clean)
     records = {o.path: cache.get_output(o.path) for s in specs for o in s.outputs}
     if not all(stamp.as_recorded(p, r) for p, r in records.items()):  # deleted or edited meanwhile
         stamp.remove(manifest.cache_dir, manifest.path)
         return
-    outputs = [(p, stamp.recorded_stat(r)) for p, r in records.items()]
-    rows = [outcome_row(replace(o, action=Action.UP_TO_DATE, reasons=(), cost_usd=0.0, seconds=0.0, attempts=0,
-                                estimated_usd=0.0, charged_usd=0.0, refunded_usd=0.0, outstanding_usd=0.0,
-                                cost_basis=None))
-            for o in summary.outcomes]
+    outputs: list[Any] = [(p, stamp.recorded_stat(r), r and r.get("out_key")) for p, r in records.items()]
+    if clean:  # outputs the last stamp recorded and this load found unchanged (cleanset.py)
+        outputs += manifest.clean.stamp_outputs()
+        rows: Any = incremental.stamp_rows(clean, planned, summary.outcomes, outcome_row)
+    else:
+        rows = [outcome_row(incremental.stamp_row(o)) for o in summary.outcomes]
     stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows,
                 os.environ.get("MUSICBUILD_REMOTE_CACHE"))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import limits, paths, schema, specmemo
+from .cleanset import CleanSet
 from .errors import MusicbuildError
 from .keys import generation_key, output_key, tag_fields
 from .manifest import Manifest, _Loader
@@ -123,7 +124,8 @@ class _FastLoader(_Loader):
             self.renderer.seen, self._inputs_seen, self._dirs_seen = None, None, None
 
     # -- the whole load ----------------------------------------------------------------------
-    def load_fast(self, text: str) -> Manifest | None:
+    def load_fast(self, text: str, partial: bool = False) -> Manifest | None:
+        """``partial``: clean entries (``cleanset.py``) become rows in ``Manifest.clean``, not specs."""
         split = split_tracks(text)
         if split is None:
             return None
@@ -161,12 +163,24 @@ class _FastLoader(_Loader):
         decoder = specmemo.Decoder(providers)
         tracks: list[TrackSpec] = []
         origins: dict[str, Any] = {}
-        outs: set[Path] = set()
+        outs: set[str] = set()
         max_tracks = limits.max_tracks(self.env)
         misses = 0
+        clean = self._clean_set(cache_dir) if partial else None
         for i, (item_text, item_hash) in enumerate(zip(split.items, hashes)):
             entry = memo.get(item_hash) if memo is not None else None  # decoded one at a time (memory)
             if entry is not None and self._valid(entry, context, var_digest):
+                kept = clean.take(i, entry.specs, entry.keys) if clean is not None else None
+                if kept is not None:  # up to date as the last build left it: no spec, no plan (cleanset.py)
+                    valid.add(item_hash)
+                    memo.used.add(item_hash)
+                    nodes += entry.nodes - 1
+                    for track in kept:
+                        if track.id in origins or any(p in outs for p in track.paths):
+                            return None
+                        origins[track.id] = ("tracks", i)
+                        outs.update(track.paths)
+                    continue
                 specs = [decoder.spec(row, i) for row in entry.specs]
                 for spec, (gen, out_keys) in zip(specs, entry.keys):
                     self.known[id(spec)] = (spec, gen, tuple(out_keys))
@@ -176,7 +190,7 @@ class _FastLoader(_Loader):
                 if _many(misses, len(hashes)):  # more changed than the file said: one full load instead
                     return self._load_recording(split, hashes, valid, memo, context, var_digest)
                 entry = self._render(i, item_text, defaults, top_vars, providers, output_dir, context, var_digest,
-                                     max_nodes, max_depth, max_tracks - len(tracks))
+                                     max_nodes, max_depth, max_tracks - len(origins))
                 if entry is None:  # a problem, or text that means something else alone: the full loader
                     self.diags = []
                     return self._load_recording(split, hashes, valid, memo, context, var_digest)
@@ -187,23 +201,41 @@ class _FastLoader(_Loader):
                 memo.used.add(item_hash)
             nodes += entry.nodes - 1
             for spec in specs:
-                if spec.id in origins or any(o.path in outs for o in spec.outputs):
+                if spec.id in origins or any(str(o.path) in outs for o in spec.outputs):
                     return None  # the full loader says which, and where
                 origins[spec.id] = ("tracks", i)
-                outs.update(o.path for o in spec.outputs)
+                outs.update(str(o.path) for o in spec.outputs)
                 tracks.append(spec)
-            if len(tracks) > max_tracks or nodes > max_nodes:
+            if len(origins) > max_tracks or nodes > max_nodes:
                 return None
         if memo is not None:
             memo.done()
-        self._protect(tracks, cache_dir, origins)
+        if clean:
+            if not self._clean_protected(clean, tracks):
+                return None
+            self._protect(tracks, cache_dir, origins, {Path(f) for t in clean.tracks for f in t.files})
+        else:
+            self._protect(tracks, cache_dir, origins)
         remote = self._head_string(data, "remote", top_vars)
         coordinator = self._head_string(data, "coordinator", top_vars)
         if self.diags:
             return None
         return Manifest(self.path, self.root, output_dir, cache_dir, providers, tuple(tracks),
                         LazySourceMap(self.file, text, self.env), hashlib.sha256(self.raw).hexdigest(), origins,
-                        remote, coordinator, memo, self.known)
+                        remote, coordinator, memo, self.known, clean if clean else None)
+
+    def _clean_set(self, cache_dir: Path) -> CleanSet | None:
+        """An empty ``CleanSet`` over the last stamp's outputs, if the stamp can vouch for them."""
+        from . import stamp
+
+        found = stamp.read_outputs(cache_dir, self.path, self.env)
+        return CleanSet(found) if found is not None else None
+
+    def _clean_protected(self, clean: CleanSet, tracks: list[TrackSpec]) -> bool:
+        """Whether no clean output is an input file a changed track now reads (else the full
+        loader says so; clean tracks were checked against everything else when they were built)."""
+        new_inputs = {str(f) for spec in tracks for f in spec.files}
+        return not new_inputs or not any(p in new_inputs for t in clean.tracks for p in t.paths)
 
     def _load_recording(self, split: Any, hashes: list[str], valid: set[str], memo: specmemo.Memo | None,
                         context: str, var_digest: Any) -> Manifest:
@@ -312,7 +344,7 @@ def _count(value: Any) -> int:
     return 0
 
 
-def load_fast(path: Path, raw: bytes, env: Mapping[str, str]) -> Manifest | None:
+def load_fast(path: Path, raw: bytes, env: Mapping[str, str], partial: bool = False) -> Manifest | None:
     """The manifest through the memo, or None: then the full loader must run (and say what is wrong)."""
     try:
         text = raw.decode("utf-8")
@@ -320,7 +352,7 @@ def load_fast(path: Path, raw: bytes, env: Mapping[str, str]) -> Manifest | None
         return None
     loader = _FastLoader(path, raw, env)
     try:
-        return loader.load_fast(text)
+        return loader.load_fast(text, partial)
     except (MusicbuildError, YamlSyntaxError):
         if loader.full_load:  # running it again would say the same after the same work (a slow
             raise  # template: another second)

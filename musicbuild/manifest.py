@@ -44,6 +44,9 @@ class Manifest:
     coordinator: str | None = None  # cache.coordinator: the fleet's Redis URL
     memo: Any = None  # specmemo.Memo: what a build saves for the next load (None: the full loader ran)
     known_keys: Mapping[int, tuple[TrackSpec, str, tuple[str, ...]]] | None = None  # id(spec) -> keys (fastload)
+    # Asked for with ``partial``: tracks up to date since the last whole build, as rows, NOT in ``tracks``
+    # (``cleanset.CleanSet``; ``incremental.py`` plans and builds such a manifest).
+    clean: Any = None
 
     def diagnostic(self, path: Path_, message: str) -> Diagnostic:
         line, col = self.source.where(path)
@@ -57,7 +60,8 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
+def load_manifest(path: Path, env: Mapping[str, str] | None = None, partial: bool = False) -> Manifest:
+    """``partial``: the caller handles ``Manifest.clean`` (only ``incremental.py`` does)."""
     env = os.environ if env is None else env
     try:
         raw = path.read_bytes()
@@ -68,7 +72,7 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     if not env.get(NO_MEMO_ENV):
         from .fastload import load_fast  # only the entries that changed are rendered
 
-        manifest = load_fast(path, raw, env)
+        manifest = load_fast(path, raw, env, partial)
         if manifest is not None:
             return manifest
     return _Loader(path, raw, env).load()
@@ -250,9 +254,10 @@ class _Loader:
                 out.append(folder)
         return out
 
-    def _protect(self, tracks: list[TrackSpec], cache_dir: Path, origins: Mapping[str, Path_]) -> None:
+    def _protect(self, tracks: list[TrackSpec], cache_dir: Path, origins: Mapping[str, Path_],
+                 other_inputs: set[Path] = frozenset()) -> None:  # type: ignore[assignment]
         """Refuse outputs that would overwrite the manifest, the lock, an input or the cache."""
-        inputs = {f for spec in tracks for f in spec.files}
+        inputs = {f for spec in tracks for f in spec.files} | other_inputs
         lock = self.root / LOCK_NAME
         for spec in tracks:
             for o in spec.outputs:

@@ -171,6 +171,7 @@ class BuildSummary:
     warnings: list[str] = field(default_factory=list)
     remote: dict[str, Any] | None = None  # what the shared cache moved
     collected: list[dict[str, Any]] = field(default_factory=list)  # paid jobs no track needs any more, collected
+    rows: list[dict[str, Any]] | None = None  # the report's rows when not all from ``outcomes`` (incremental.py)
 
     @property
     def failed(self) -> int:

@@ -72,7 +72,7 @@ def summary_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report_document(summary: BuildSummary, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    rows = rows if rows is not None else [outcome_row(o) for o in summary.outcomes]
+    rows = rows if rows is not None else summary.rows if summary.rows is not None else [outcome_row(o) for o in summary.outcomes]
     counts = summary_counts(rows)
     counts["cost_usd"] = round(counts["cost_usd"] + sum(c.get("cost_usd") or 0.0 for c in summary.collected), 6)
     return {

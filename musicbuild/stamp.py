@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Callable, Iterable, Iterator, Mapping
 
-STAMP_VERSION = 1
+STAMP_VERSION = 2  # 2: each output also names the output key it was built for (``incremental.py``)
 _ROWS_AT = re.compile(rb'^\{"rows_at": *(\d{1,12}),')
 _ROWS_KEY = b',"rows":'
 
@@ -124,6 +124,26 @@ def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
     return stamp if fresh else None
 
 
+def read_outputs(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> dict[str, list[Any]] | None:
+    """path -> [[size, mtime_ns], output key] of every output the last whole build ended with, if its
+    stamp can still vouch for them though the manifest changed (``cleanset.py``): made by this code,
+    for this cache and shared cache, and the lock is still the file that build wrote. Else None."""
+    path = _stamp_file(str(cache_dir), str(manifest))
+    try:
+        with open(path, "rb") as f:
+            found = _parse(f.read())
+        lock_file = os.path.join(os.path.dirname(str(manifest)), "musicbuild.lock")
+        if (found.get("v") != STAMP_VERSION or found.get("tool") != __version__
+                or found.get("cache_dir") != str(cache_dir)
+                or found.get("remote_env") != remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE"))):
+            return None
+        if not any(p == lock_file and st is not None and st == _stat(p) for p, st in found["inputs"]):
+            return None
+        return {p: [st, key] for p, st, key in found["outputs"]}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None  # no stamp, or one the full path will repair
+
+
 class StampRows(Sequence):  # of report rows (dicts)
     """The report rows of a stamp, parsed on first use (their CRC was checked when it was read)."""
 
@@ -178,7 +198,7 @@ def _fresh(stamp: Any, cache_dir: str, manifest_sha256: str, env: Mapping[str, s
             or stamp.get("manifest_sha256") != manifest_sha256
             or stamp.get("remote_env") != remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE"))):
         return False
-    for path, st in files:
+    for path, st, *_ in files:
         if st is None or _stat(str(path)) != st:  # a file that was missing never matches
             return False
     return True
@@ -194,22 +214,23 @@ def as_recorded(path: Path, record: Mapping[str, Any] | None) -> bool:
     return record is not None and _stat(str(path)) == recorded_stat(record)
 
 
-def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path],
-          outputs: Iterable[tuple[Path, list[int] | None]], rows: list[dict[str, Any]],
+def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path | str],
+          outputs: Iterable[tuple[Path | str, list[int] | None, str | None]], rows: list[dict[str, Any]] | tuple[bytes, int],
           remote_env: str | None = None) -> None:
-    """``outputs``: (path, [size, mtime_ns] the build wrote or saw there), not stat-ed again here, so an
-    output edited at the last moment cannot slip into the stamp as fine."""
+    """``outputs``: (path, [size, mtime_ns] the build wrote or saw there, its output key), not stat-ed
+    again here, so an output edited at the last moment cannot slip into the stamp as fine.
+    ``rows``: the report rows, or (their compact JSON list already encoded, how many)."""
     from .cache import atomic_write_bytes  # not imported by a no-op, which only reads
 
-    rows_json = json.dumps(rows, separators=(",", ":")).encode()
+    rows_json, count = rows if isinstance(rows, tuple) else (json.dumps(rows, separators=(",", ":")).encode(), len(rows))
     doc = {
         "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
         "remote_env": remote_fingerprint(remote_env), "manifest_sha256": manifest_sha256,
-        "inputs": [[str(p), _stat(str(p))] for p in sorted(set(inputs))],
-        "outputs": [[str(p), st] for p, st in outputs],
-        "rows_count": len(rows), "rows_crc": zlib.crc32(rows_json),
+        "inputs": [[p, _stat(p)] for p in sorted({str(p) for p in inputs})],
+        "outputs": [[str(p), st, key] for p, st, key in outputs],
+        "rows_count": count, "rows_crc": zlib.crc32(rows_json),
     }
-    if any(st is None for _, st in doc["inputs"] + doc["outputs"]):  # something vanished: no promise
+    if any(st is None for _, st, *_ in doc["inputs"] + doc["outputs"]):  # something vanished: no promise
         remove(cache_dir, manifest)
         return
     body = json.dumps(doc, separators=(",", ":")).encode()  # ASCII: offsets in bytes are offsets in text

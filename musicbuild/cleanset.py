@@ -1,0 +1,102 @@
+"""Tracks proven unchanged since the last whole build, carried as plain rows instead of specs.
+
+The edit loop (issue 11): after one edited prompt, 9,999 of 10,000 tracks are as the last build
+left them, and every object made for them (a spec, a plan, an outcome, a lock entry, report rows)
+is work that does not follow the change. A ``tracks:`` entry is *clean* when
+
+- its spec memo entry is valid (``specmemo``: its text, the vars its templates use, the head it
+  inherits, its input files, its output folders and the code are unchanged), so its specs and keys
+  are what the full loader would render now;
+- the null-build stamp of the last build (written only when that build covered the whole manifest
+  and every track ended ok) recorded each of its outputs with the same output key, and each
+  output's size and mtime are still the ones recorded: exactly the planner's "up to date" test,
+  with the stamp standing in for the cache's record, as the no-op build already trusts it;
+- none of its tracks hashes an input file into its keys (a cover or reference audio: the planner
+  hashes those again every time).
+
+A clean track is then up to date, and ``incremental.py`` reports, locks and stamps it from these
+rows. The checks that span tracks (duplicate ids and outputs, protected paths, the limits) still
+run over every track, clean ones included.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, NamedTuple
+
+# positions in a spec memo row (``specmemo.encode_spec``)
+_ID, _PROVIDER, _MODEL, _OUTPUTS, _REFERENCE, _METADATA, _LABELS, _FILES = 0, 1, 2, 11, 14, 15, 16, 17
+_COVER = 10  # in the metadata list
+
+
+class CleanTrack(NamedTuple):
+    index: int  # the tracks: entry it comes from
+    id: str
+    rels: tuple[str, ...]  # outputs, relative to output_dir
+    paths: tuple[str, ...]  # outputs, absolute
+    gen_key: str
+    out_keys: tuple[str, ...]
+    provider: str
+    model: str
+    labels: tuple[str, ...]
+    files: tuple[str, ...]  # input files it reads
+
+
+class CleanSet:
+    """The clean tracks of one load, in manifest order, and what the last stamp recorded of them."""
+
+    def __init__(self, stamp_outputs: Mapping[str, list[Any]]) -> None:
+        self._stamp = stamp_outputs  # path -> [[size, mtime_ns], output key]
+        self.tracks: list[CleanTrack] = []
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def take(self, index: int, rows: list[list[Any]], keys: list[list[Any]]) -> list[CleanTrack] | None:
+        """The entry's tracks if every one of them is clean (then they are kept here), else None."""
+        if not rows:
+            return None
+        made = []
+        for row, (gen_key, out_keys) in zip(rows, keys):
+            if row[_REFERENCE] is not None or row[_METADATA][_COVER] is not None:
+                return None  # its keys hash a file's content: the planner hashes it again
+            outputs = row[_OUTPUTS]
+            if not outputs or len(outputs) != len(out_keys):
+                return None
+            for (_, _, path, _), key in zip(outputs, out_keys):
+                seen = self._stamp.get(path)
+                if seen is None or seen[1] != key or seen[0] != _stat(path):
+                    return None
+            made.append(CleanTrack(index, row[_ID], tuple(o[1] for o in outputs), tuple(o[2] for o in outputs),
+                                   gen_key, tuple(out_keys), row[_PROVIDER], row[_MODEL], tuple(row[_LABELS]),
+                                   tuple(row[_FILES])))
+        self.tracks.extend(made)
+        return made
+
+    def stamp_outputs(self) -> list[tuple[str, Any, str]]:
+        """(path, [size, mtime_ns], output key) of every clean output, as the last stamp has them."""
+        return [(p, self._stamp[p][0], k) for t in self.tracks for p, k in zip(t.paths, t.out_keys)]
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def plan_row(t: CleanTrack) -> dict[str, Any]:
+    """``report.plan_row`` of the track planned up to date (a test holds the two equal)."""
+    return {"id": t.id, "out": t.rels[0] if len(t.rels) == 1 else list(t.rels), "action": "up-to-date",
+            "reasons": [], "status": "planned", "gen_key": t.gen_key, "provider": t.provider, "model": t.model,
+            "clips": len(t.rels), "cost_usd": 0.0, "estimated_usd": 0.0, "seconds": 0.0, "attempts": 0,
+            "error": None, "labels": list(t.labels)}
+
+
+def report_row(t: CleanTrack) -> dict[str, Any]:
+    """``report.outcome_row`` of the track built up to date (a test holds the two equal)."""
+    return {"id": t.id, "out": t.rels[0] if len(t.rels) == 1 else list(t.rels), "action": "up-to-date",
+            "reasons": [], "status": "ok", "gen_key": t.gen_key, "provider": t.provider, "model": t.model,
+            "clips": len(t.rels), "cost_usd": 0.0, "estimated_usd": 0.0, "charged_usd": 0.0, "refunded_usd": 0.0,
+            "outstanding_usd": 0.0, "cost_basis": None, "seconds": 0.0, "attempts": 0, "error": None,
+            "job_id": None}

@@ -1,0 +1,221 @@
+"""Plans and builds that carry unchanged tracks as rows (``incremental.py``, ``cleanset.py``) give
+exactly what the full path gives, edit by edit.
+
+Two copies of one project are built the same way, then edited the same way; one is then planned
+and built the incremental way, the other with the spec memo off (``MUSICBUILD_NO_MEMO``: the full
+loader, every track planned, the whole lock read and rendered). Plan rows, report rows, the lock's
+bytes, the stamp and the next no-op must be the same, and the incremental side must really have
+left the unchanged tracks out (else the comparison proves nothing).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from musicbuild import api, lock
+from musicbuild.manifest import NO_MEMO_ENV
+from tests.test_edit_loop import EDITS, ENTRIES, MANIFEST, PNG_A
+
+ENV = {k: v for k, v in os.environ.items() if k != NO_MEMO_ENV}
+FULL = {**ENV, NO_MEMO_ENV: "1"}
+TRACKS = 12  # the entries of MANIFEST make 12 tracks (a 2 x 2 matrix)
+
+
+def _project(root: Path) -> Path:
+    for sub in ("prompts", "lyrics", "art"):
+        (root / sub).mkdir(parents=True)
+    (root / "prompts" / "cave.txt").write_text("echoes in a {{ mood }} cave")
+    (root / "lyrics" / "ballad.txt").write_text("la la la")
+    (root / "art" / "cover.png").write_bytes(PNG_A)
+    (root / "musicbuild.yaml").write_text(MANIFEST)
+    assert api.build(root / "musicbuild.yaml", env=ENV).ok
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _project(tmp_path_factory.mktemp("built") / "p")
+
+
+@pytest.fixture
+def pair(built: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Two built copies (the cache and stamp name their folder: copied, then built once more)."""
+    out = []
+    for name in ("inc", "full"):
+        root = tmp_path / name
+        shutil.copytree(built, root, symlinks=True)
+        shutil.rmtree(root / ".musicbuild" / "stamps")
+        shutil.rmtree(root / ".musicbuild" / "memo", ignore_errors=True)
+        assert api.build(root / "musicbuild.yaml", env=ENV).ok  # their own memo and stamp
+        out.append(root)
+    return out[0], out[1]
+
+
+def _norm(value: Any, root: Path) -> Any:
+    return json.loads(json.dumps(value).replace(str(root), "ROOT"))
+
+
+def _report(root: Path) -> dict[str, Any]:
+    doc = json.loads((root / ".musicbuild" / "last-report.json").read_text())
+    for key in ("started_at", "finished_at", "manifest"):
+        doc.pop(key)
+    for row in doc["tracks"]:
+        row["seconds"] = 0.0
+    return _norm(doc, root)
+
+
+def _stamp(root: Path) -> dict[str, Any]:
+    [path] = glob.glob(str(root / ".musicbuild" / "stamps" / "*.json"))
+    raw = Path(path).read_bytes()
+    doc = json.loads(b"{" + raw[raw.index(b",") + 1:])
+    doc.pop("rows_at", None)
+    for key in ("rows_crc", "manifest_sha256"):
+        doc.pop(key)
+    doc["outputs"] = sorted([p, st[0], key] for p, st, key in doc["outputs"])  # sizes; mtimes differ by copy
+    doc["inputs"] = sorted(p for p, _ in doc["inputs"])
+    for row in doc["rows"]:
+        row["seconds"] = 0.0
+    return _norm(doc, root)
+
+
+def _clean_count(root: Path) -> int:
+    manifest = api.load(root / "musicbuild.yaml", env=ENV, _partial=True)
+    return len(manifest.clean) if manifest.clean is not None else 0
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_plan_and_build_equal_the_full_path_after_each_kind_of_edit(pair: tuple[Path, Path], edit: str) -> None:
+    inc, full = pair
+    change, rerendered = EDITS[edit]
+    for root in pair:
+        change(root)
+    # the covered track hashes its cover each time (never clean); the re-rendered entries are not clean
+    clean = _clean_count(inc)
+    if rerendered < ENTRIES:
+        assert 0 < clean < TRACKS
+    rows_inc = api.plan(inc / "musicbuild.yaml", env=ENV)
+    rows_full = api.plan(full / "musicbuild.yaml", env=FULL)
+    assert _norm(rows_inc, inc) == _norm(rows_full, full)
+    assert api.check(inc / "musicbuild.yaml", env=ENV) == api.check(full / "musicbuild.yaml", env=FULL)
+
+    res_inc = api.build(inc / "musicbuild.yaml", env=ENV)
+    res_full = api.build(full / "musicbuild.yaml", env=FULL)
+    assert res_inc.ok and res_full.ok
+    assert res_inc.summary == res_full.summary
+    assert (inc / "musicbuild.lock").read_bytes() == (full / "musicbuild.lock").read_bytes()
+    assert _report(inc) == _report(full)
+    assert _stamp(inc) == _stamp(full)
+    # and the next build is a no-op on both, with the same rows
+    again_inc, again_full = api.build(inc / "musicbuild.yaml", env=ENV), api.build(full / "musicbuild.yaml", env=FULL)
+    assert again_inc.noop and again_full.noop
+    assert _norm(list(again_inc.rows), inc) == _norm(list(again_full.rows), full)
+
+
+def test_a_chain_of_edits_stays_incremental_and_right(pair: tuple[Path, Path]) -> None:
+    inc, full = pair
+    for n in range(3):
+        for root in pair:
+            text = (root / "musicbuild.yaml").read_text()
+            (root / "musicbuild.yaml").write_text(text.replace(f'"ballad{"!" * n}"', f'"ballad{"!" * (n + 1)}"'))
+        assert _clean_count(inc) == TRACKS - 2  # the edited track and the covered one
+        assert api.build(inc / "musicbuild.yaml", env=ENV).ok and api.build(full / "musicbuild.yaml", env=FULL).ok
+        assert (inc / "musicbuild.lock").read_bytes() == (full / "musicbuild.lock").read_bytes()
+        assert _report(inc) == _report(full)
+
+
+def test_an_unchanged_output_deleted_or_touched_is_not_clean(pair: tuple[Path, Path]) -> None:
+    inc, full = pair
+    for root in pair:
+        EDITS["prompt"][0](root)
+        (root / "out" / "calm-a.wav").unlink()
+        os.utime(root / "out" / "labelled.wav", ns=(1, 1))  # same bytes, another mtime: re-hashed, up to date
+    assert _clean_count(inc) == TRACKS - 4
+    assert _norm(api.plan(inc / "musicbuild.yaml", env=ENV), inc) == \
+           _norm(api.plan(full / "musicbuild.yaml", env=FULL), full)
+    assert api.build(inc / "musicbuild.yaml", env=ENV).ok and api.build(full / "musicbuild.yaml", env=FULL).ok
+    assert _report(inc) == _report(full)
+    assert (inc / "musicbuild.lock").read_bytes() == (full / "musicbuild.lock").read_bytes()
+
+
+def test_no_stamp_no_clean_tracks(pair: tuple[Path, Path]) -> None:
+    inc, _ = pair
+    EDITS["prompt"][0](inc)
+    shutil.rmtree(inc / ".musicbuild" / "stamps")
+    assert _clean_count(inc) == 0
+
+
+def test_a_lock_changed_since_the_stamp_means_no_clean_tracks(pair: tuple[Path, Path]) -> None:
+    inc, _ = pair
+    EDITS["prompt"][0](inc)
+    assert _clean_count(inc) > 0
+    text = (inc / "musicbuild.lock").read_text()
+    (inc / "musicbuild.lock").write_text(text.replace('"seed": 8', '"seed": 9'))  # e.g. a git checkout
+    assert _clean_count(inc) == 0
+
+
+def test_a_lock_not_in_its_written_form_is_read_and_rewritten_whole(pair: tuple[Path, Path]) -> None:
+    inc, full = pair
+    for root in pair:
+        EDITS["prompt"][0](root)
+        compact = json.dumps(json.loads((root / "musicbuild.lock").read_text()))  # same entries, other layout
+        (root / "musicbuild.lock").write_text(compact)
+    assert lock.LockBlocks._cut(compact.encode()) is None
+    assert _clean_count(inc) == 0  # the stamp no longer vouches: the lock is not the file it recorded
+    assert api.build(inc / "musicbuild.yaml", env=ENV).ok and api.build(full / "musicbuild.yaml", env=FULL).ok
+    assert (inc / "musicbuild.lock").read_bytes() == (full / "musicbuild.lock").read_bytes()
+    assert lock.LockBlocks.read(inc / "musicbuild.lock") is not None
+
+
+def test_a_duplicate_of_a_clean_entry_is_the_full_loaders_error(pair: tuple[Path, Path]) -> None:
+    inc, _ = pair
+    text = (inc / "musicbuild.yaml").read_text()
+    line = '  - {id: calm-a, prompt: "{{ mood }} forest", seed: 2}\n'
+    (inc / "musicbuild.yaml").write_text(text.replace(line, line + line))
+    with pytest.raises(Exception) as partial:
+        api.plan(inc / "musicbuild.yaml", env=ENV)
+    with pytest.raises(Exception) as whole:
+        api.plan(inc / "musicbuild.yaml", env=FULL)
+    assert str(partial.value) == str(whole.value) and "calm-a" in str(whole.value)
+
+
+def test_a_changed_track_reading_a_clean_output_is_the_full_loaders_error(tmp_path: Path) -> None:
+    (tmp_path / "musicbuild.yaml").write_text(
+        "version: 1\noutput_dir: out\nproviders:\n  b: {type: beatra, api_key_env: MB_TEST_BEATRA_KEY}\n"
+        "defaults: {provider: local, format: wav, duration: 0.2}\ntracks:\n"
+        "  - {id: one, prompt: one}\n  - {id: two, prompt: two}\n  - {id: three, prompt: three}\n")
+    assert api.build(tmp_path / "musicbuild.yaml", env=ENV).ok
+    text = (tmp_path / "musicbuild.yaml").read_text()
+    (tmp_path / "musicbuild.yaml").write_text(text.replace(
+        "{id: three, prompt: three}", "{id: three, prompt: three, provider: b, reference_audio: out/one.wav}"))
+    with pytest.raises(Exception) as partial:
+        api.plan(tmp_path / "musicbuild.yaml", env=ENV)
+    with pytest.raises(Exception) as whole:
+        api.plan(tmp_path / "musicbuild.yaml", env=FULL)
+    assert str(partial.value) == str(whole.value) and "input file" in str(whole.value)
+
+
+def test_lock_blocks_splice_to_what_render_writes(tmp_path: Path) -> None:
+    def entry(i: int, key: str = "g") -> lock.LockEntry:
+        return lock.LockEntry(f"t{i:03d}\u00e9\"", key * 3, "local", "m", i, ("j",) if i % 2 else (), "first",
+                              tuple(lock.LockedOutput(f"a/{i}-{c}.wav", c, f"ok{i}", "sha") for c in (1, 2)))
+
+    path = tmp_path / "musicbuild.lock"
+    entries = {e.id: e for e in (entry(i) for i in range(0, 40, 2))}
+    path.write_text(lock.render(entries.values()))
+    blocks = lock.LockBlocks.read(path)
+    assert blocks is not None and dict(blocks) == entries
+    assert not blocks.write_spliced({}, set(entries))  # nothing changed: nothing written
+    fresh = {entry(4, "h").id: entry(4, "h"), entry(5).id: entry(5), entry(99).id: entry(99)}
+    keep = (set(entries) - {entry(10).id}) | set(fresh)
+    assert blocks.write_spliced(fresh, keep)
+    want = {**{k: v for k, v in entries.items() if k in keep}, **fresh}
+    assert path.read_text() == lock.render(want.values())
+    for text in ("", "{}", lock.render(want.values()).replace("\n    }", "\n   }"), "not json",
+                 json.dumps(json.loads(lock.render(want.values())))):
+        assert lock.LockBlocks._cut(text.encode()) is None
