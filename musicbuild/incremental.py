@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import lock
-from .cleanset import CleanTrack, plan_row, report_row
+from .cleanset import CleanTrack, plan_row, report_row, report_row_json
 from .model import Action, Outcome, PlannedTrack
 
 __all__ = ["allowed", "plan_rows", "report_rows", "stamp_rows", "all_ids", "update_lock", "stamp_row"]
@@ -58,10 +58,9 @@ def stamp_row(outcome: Outcome) -> Outcome:
 def stamp_rows(clean: Sequence[CleanTrack], planned: Sequence[PlannedTrack], outcomes: Sequence[Outcome],
                outcome_row: Callable[[Outcome], dict[str, Any]]) -> tuple[bytes, int]:
     """The next stamp's rows as compact JSON, encoded one row at a time (no list of 100,000 dicts)."""
-    rows = _merged(clean, planned, [outcome_row(stamp_row(o)) for o in outcomes], report_row)
     encode = json.JSONEncoder(separators=(",", ":")).encode
-    body = b"[" + ",".join(encode(r) for r in rows).encode() + b"]"
-    return body, len(clean) + len(outcomes)
+    rows = _merged(clean, planned, [encode(outcome_row(stamp_row(o))) for o in outcomes], report_row_json)
+    return b"[" + ",".join(rows).encode() + b"]", len(clean) + len(outcomes)
 
 
 def all_ids(clean: Sequence[CleanTrack], specs: Iterable[Any]) -> set[str]:

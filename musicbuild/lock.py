@@ -186,7 +186,7 @@ class LockBlocks(Mapping[str, LockEntry]):
 
     _HEAD = ('{\n  "note": ' + json.dumps(NOTE, ensure_ascii=False) + f',\n  "version": {LOCK_VERSION},\n  "tracks": {{').encode()
     _TAIL = b"\n  }\n}\n"
-    _BLOCK = re.compile(rb'^    ("(?:[^"\\\n]|\\.)*"): \{\n', re.M)
+    _BLOCK = re.compile(rb'\n    ("(?:[^"\\\n]|\\.)*"): \{\n')
 
     def __init__(self, path: Path, raw: bytes, spans: dict[str, tuple[int, int]]) -> None:
         self.path, self._raw, self._spans = path, raw, spans
@@ -211,23 +211,24 @@ class LockBlocks(Mapping[str, LockEntry]):
         end = len(raw) - len(cls._TAIL)
         if not raw.endswith(cls._TAIL) or raw[len(cls._HEAD):len(cls._HEAD) + 1] != b"\n":
             return None
-        at = len(cls._HEAD) + 1
-        matches = list(cls._BLOCK.finditer(raw, at, end))  # (a raw newline is never inside a JSON string)
-        if not matches or matches[0].start() != at:
+        # each block's header line: "\n" + 4 spaces + its id (a raw newline is never inside a JSON string)
+        matches = list(cls._BLOCK.finditer(raw, len(cls._HEAD), end))
+        if not matches or matches[0].start() != len(cls._HEAD):
             return None
         spans: dict[str, tuple[int, int]] = {}
         last = None
         for m, nxt in zip(matches, [*matches[1:], None]):
-            stop = end if nxt is None else nxt.start() - 2
-            if (nxt is not None and raw[stop:nxt.start()] != b",\n") or not raw.endswith(b"\n    }", 0, stop):
+            stop = end if nxt is None else nxt.start() - 1
+            if (nxt is not None and raw[stop] != 44) or not raw.endswith(b"\n    }", 0, stop):  # 44: ","
                 return None
+            quoted = m.group(1)
             try:
-                track_id = json.loads(m.group(1))
+                track_id = json.loads(quoted) if b"\\" in quoted else quoted[1:-1].decode("utf-8")
             except ValueError:
                 return None
             if not isinstance(track_id, str) or (last is not None and track_id <= last):
                 return None  # render sorts blocks by id
-            spans[track_id], last = (m.start(), stop), track_id
+            spans[track_id], last = (m.start() + 1, stop), track_id
         return spans
 
     def block(self, track_id: str) -> bytes:

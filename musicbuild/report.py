@@ -58,16 +58,24 @@ def spend_table(rows: list[dict[str, Any]], collected: list[dict[str, Any]] | No
 
 
 def summary_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def count(action: Action) -> int:
-        return sum(1 for r in rows if r["action"] == action.value and r["status"] == "ok")
-
+    counts = dict.fromkeys(("up-to-date", "materialize", "resume", "generate"), 0)
+    failed = skipped = 0
+    cost = estimated = 0.0
+    for r in rows:  # one pass: a report may have 100,000 rows
+        status = r["status"]
+        if status == "ok":
+            counts[r["action"]] = counts.get(r["action"], 0) + 1
+        elif status == "failed":
+            failed += 1
+        elif status == "skipped":
+            skipped += 1
+        if status != "planned":
+            cost += r.get("cost_usd") or 0.0
+        estimated += r.get("estimated_usd") or 0.0
     return {
-        "total": len(rows), "up_to_date": count(Action.UP_TO_DATE), "materialized": count(Action.MATERIALIZE),
-        "resumed": count(Action.RESUME), "generated": count(Action.GENERATE),
-        "failed": sum(1 for r in rows if r["status"] == "failed"),
-        "skipped": sum(1 for r in rows if r["status"] == "skipped"),
-        "cost_usd": round(sum(r.get("cost_usd") or 0.0 for r in rows if r["status"] != "planned"), 6),
-        "estimated_usd": round(sum(r.get("estimated_usd") or 0.0 for r in rows), 6),
+        "total": len(rows), "up_to_date": counts[Action.UP_TO_DATE.value], "materialized": counts[Action.MATERIALIZE.value],
+        "resumed": counts[Action.RESUME.value], "generated": counts[Action.GENERATE.value],
+        "failed": failed, "skipped": skipped, "cost_usd": round(cost, 6), "estimated_usd": round(estimated, 6),
     }
 
 

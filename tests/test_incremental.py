@@ -219,3 +219,28 @@ def test_lock_blocks_splice_to_what_render_writes(tmp_path: Path) -> None:
     for text in ("", "{}", lock.render(want.values()).replace("\n    }", "\n   }"), "not json",
                  json.dumps(json.loads(lock.render(want.values())))):
         assert lock.LockBlocks._cut(text.encode()) is None
+
+
+@pytest.mark.parametrize("track_id", ["plain", "caf\u00e9 \"quoted\" \\ back\nslash", "\U0001f3b5"])
+@pytest.mark.parametrize("outs", [1, 2])
+def test_clean_rows_are_the_full_paths_rows(track_id: str, outs: int) -> None:
+    from musicbuild.cleanset import CleanTrack, plan_row, report_row, report_row_json
+    from musicbuild.model import Action, Outcome, OutputSpec, PlannedOutput, PlannedTrack
+    from musicbuild.report import outcome_row, plan_row as full_plan_row
+
+    rels = tuple(f"d/{track_id}-{n}.wav" for n in range(outs))
+    track = CleanTrack(3, track_id, rels, tuple("/abs/" + r for r in rels), "g" * 64, ("k",) * outs, "studio",
+                       "m\u00f6del", ("x", "\u00fc"), ())
+    outcome = Outcome(id=track_id, out=list(rels), action=Action.UP_TO_DATE, reasons=(), status="ok",
+                      gen_key=track.gen_key, provider="studio", model=track.model, clips=outs)
+    assert report_row(track) == outcome_row(outcome)
+    assert report_row_json(track) == json.dumps(outcome_row(outcome), separators=(",", ":"))
+
+    class Spec:  # what plan_row reads of a spec
+        id, model, labels = track_id, track.model, track.labels
+        provider = type("P", (), {"name": "studio"})
+
+    planned = PlannedTrack(Spec, track.gen_key, tuple(PlannedOutput(OutputSpec(n + 1, r, Path("/abs/" + r)), "k", "ok",
+                                                                    None, {}) for n, r in enumerate(rels)),
+                           Action.UP_TO_DATE, (), 0.0)
+    assert plan_row(track) == full_plan_row(planned)
