@@ -101,6 +101,8 @@ class BuildResult(NamedTuple):
     def report(self) -> dict[str, Any]:
         """The JSON report document (SPEC 6), as --report writes it."""
         if self.document is not None:
+            if not isinstance(self.document["tracks"], list):  # rows made on demand (incremental.py)
+                self.document["tracks"] = list(self.document["tracks"])
             return self.document
         from .report import noop_report  # a no-op build does not pay for it unless asked
 
@@ -112,11 +114,11 @@ class BuildResult(NamedTuple):
 
     @property
     def summary(self) -> dict[str, Any]:
-        return self.report["summary"]
+        return (self.document or self.report)["summary"]  # (not the rows: they may be made on demand)
 
     @property
     def warnings(self) -> list[str]:
-        return self.report.get("warnings") or []
+        return (self.document or self.report).get("warnings") or []
 
     @property
     def exit_code(self) -> int:
@@ -205,15 +207,22 @@ def _plan(manifest: "Manifest | PathLike", targets: Iterable[str], force: bool,
 def plan(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable[str] = (), *,
          force: bool = False, env: Mapping[str, str] | None = None) -> list[TrackRow]:
     """What ``build`` would do per track, why, and its estimated cost. Writes nothing."""
+    return list(_plan_rows(manifest, targets, force, env))
+
+
+def _plan_rows(manifest: "Manifest | PathLike", targets: Iterable[str], force: bool,
+               env: Mapping[str, str] | None) -> Sequence[TrackRow]:
+    """``plan``'s rows; those of tracks proven up to date without a plan (``incremental.py``) are
+    made when read (``plan`` on the command line prints them one at a time)."""
     from .report import plan_row
 
     planned = _plan(manifest, targets, force, env, partial=True)
     rows = [plan_row(pt) for pt in planned.tracks]
-    if planned.manifest.clean is not None:  # tracks proven up to date without a plan (incremental.py)
-        from .incremental import plan_rows
+    if planned.manifest.clean is None:
+        return rows  # type: ignore[return-value]
+    from .incremental import plan_rows
 
-        rows = plan_rows(planned.manifest.clean.tracks, planned.tracks, rows)
-    return rows  # type: ignore[return-value]
+    return plan_rows(planned.manifest.clean.tracks, planned.tracks, rows)  # type: ignore[return-value]
 
 
 def check(manifest: "Manifest | PathLike" = "musicbuild.yaml", targets: Iterable[str] = (), *,
@@ -305,8 +314,8 @@ def write_reports(result: BuildResult, report: PathLike | None = None, junit: Pa
     does it after printing the summary). A no-op build is recorded as the last build here too;
     failing to record it is said to ``on_warning``. Raises ``MusicbuildError`` if an asked-for file
     cannot be written."""
-    _write_reports(dict(result.report), Path(result.cache_dir), report, junit, record=result.noop,
-                   on_warning=on_warning)
+    _write_reports(dict(result.document if result.document is not None else result.report), Path(result.cache_dir),
+                   report, junit, record=result.noop, on_warning=on_warning)
 
 
 def _check_remote(url: str, env: Mapping[str, str]) -> None:

@@ -35,7 +35,6 @@ class CleanTrack(NamedTuple):
     rels: tuple[str, ...]  # outputs, relative to output_dir
     paths: tuple[str, ...]  # outputs, absolute
     gen_key: str
-    out_keys: tuple[str, ...]
     provider: str
     model: str
     labels: tuple[str, ...]
@@ -68,14 +67,14 @@ class CleanSet:
                 if seen is None or seen[1] != key or seen[0] != _stat(path):
                     return None
             made.append(CleanTrack(index, row[_ID], tuple(o[1] for o in outputs), tuple(o[2] for o in outputs),
-                                   gen_key, tuple(out_keys), row[_PROVIDER], row[_MODEL], tuple(row[_LABELS]),
-                                   tuple(row[_FILES])))
+                                   gen_key, row[_PROVIDER], row[_MODEL], tuple(row[_LABELS]) if row[_LABELS] else (),
+                                   tuple(row[_FILES]) if row[_FILES] else ()))
         self.tracks.extend(made)
         return made
 
     def stamp_outputs(self) -> list[tuple[str, Any, str]]:
         """(path, [size, mtime_ns], output key) of every clean output, as the last stamp has them."""
-        return [(p, self._stamp[p][0], k) for t in self.tracks for p, k in zip(t.paths, t.out_keys)]
+        return [(p, *self._stamp[p]) for t in self.tracks for p in t.paths]  # (its key is the track's: see take)
 
 
 def _stat(path: str) -> list[int] | None:

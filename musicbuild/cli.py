@@ -117,7 +117,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         _say(args, f"{len(result.rows)} tracks up to date, nothing to do")
         _write_reports(args, result)
         return EXIT_OK
-    for warning in result.report.get("warnings") or []:
+    for warning in result.warnings:
         _warn(warning)
     _write_reports(args, result)
     _say(args, "{total} tracks: {generated} generated, {resumed} resumed, {materialized} materialized, "
@@ -130,12 +130,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    rows = api.plan(args.file, args.targets, force=args.force)
+    rows = api._plan_rows(args.file, args.targets, args.force, None)  # (rows made as printed)
     if args.json:
-        print(json.dumps({"version": 1, "tracks": rows}, indent=2))
+        print(json.dumps({"version": 1, "tracks": list(rows)}, indent=2))
         return EXIT_OK
     width = max([len(r["id"]) for r in rows] + [5])
     by_provider: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for r in rows:
         reasons = ",".join(r["reasons"])
         cost = ("free" if not r["cost_usd"] else f"${r['cost_usd']:.4f}") if r["action"] in ("generate", "resume") else "-"
@@ -147,8 +148,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"{r['id']:<{width}}  {r['action']:<11} {reasons:<28} {r['provider']:<10} {cost}{note}")
         if r["action"] == "generate":
             by_provider[r["provider"]] = by_provider.get(r["provider"], 0.0) + r["cost_usd"]
-    counts: dict[str, int] = {}
-    for r in rows:
         counts[r["action"]] = counts.get(r["action"], 0) + 1
     print("\n" + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
     for name, usd in sorted(by_provider.items()):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .cache import atomic_write_bytes
 from .model import Action, BuildSummary, Outcome, PlannedTrack
@@ -79,15 +79,20 @@ def summary_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def report_document(summary: BuildSummary, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def report_document(summary: BuildSummary, rows: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``rows`` (or ``summary.rows``) may be an ``incremental.ReportRows``: its rows made on demand,
+    all but ``changed`` up to date and free, and counted so without being made."""
     rows = rows if rows is not None else summary.rows if summary.rows is not None else [outcome_row(o) for o in summary.outcomes]
-    counts = summary_counts(rows)
+    changed = getattr(rows, "changed", rows)
+    counts = summary_counts(changed)  # type: ignore[arg-type]
+    counts["total"] = len(rows)
+    counts["up_to_date"] += getattr(rows, "unchanged", 0)
     counts["cost_usd"] = round(counts["cost_usd"] + sum(c.get("cost_usd") or 0.0 for c in summary.collected), 6)
     return {
         "version": REPORT_VERSION, "manifest": summary.manifest, "started_at": summary.started_at,
         "finished_at": summary.finished_at, "interrupted": summary.interrupted,
         "warnings": list(summary.warnings), "remote": summary.remote,
-        "summary": counts, "spend": spend_table(rows, summary.collected), "collected": list(summary.collected),
+        "summary": counts, "spend": spend_table(changed, summary.collected), "collected": list(summary.collected),  # type: ignore[arg-type]
         "tracks": rows,
     }
 
@@ -137,6 +142,16 @@ def read_report(path: Path) -> dict[str, Any] | None:
 
 def write_report(path: Path, document: dict[str, Any], compact: bool = False) -> None:
     """``compact``: one line, by the C encoder (the indenting one is pure Python: 2 s for the
-    last report of a 100,000-track build, which only ``musicbuild report`` reads back)."""
-    text = json.dumps(document, separators=(",", ":")) if compact else json.dumps(document, indent=2)
+    last report of a 100,000-track build, which only ``musicbuild report`` reads back). Rows that
+    are made on demand (``incremental.ReportRows``) are written compact one at a time."""
+    rows = document["tracks"]
+    if compact and not isinstance(rows, list) and hasattr(rows, "json_rows"):
+        head = json.dumps({**document, "tracks": []}, separators=(",", ":"))
+        assert head.endswith('"tracks":[]}')  # the rows are the document's last field
+        text = head[:-2] + ",".join(rows.json_rows()) + "]}"
+    elif not isinstance(rows, list):
+        text = json.dumps({**document, "tracks": list(rows)}, separators=(",", ":") if compact else None,
+                          indent=None if compact else 2)
+    else:
+        text = json.dumps(document, separators=(",", ":")) if compact else json.dumps(document, indent=2)
     atomic_write_bytes(path, (redact(text) + "\n").encode())

@@ -229,7 +229,7 @@ def test_clean_rows_are_the_full_paths_rows(track_id: str, outs: int) -> None:
     from musicbuild.report import outcome_row, plan_row as full_plan_row
 
     rels = tuple(f"d/{track_id}-{n}.wav" for n in range(outs))
-    track = CleanTrack(3, track_id, rels, tuple("/abs/" + r for r in rels), "g" * 64, ("k",) * outs, "studio",
+    track = CleanTrack(3, track_id, rels, tuple("/abs/" + r for r in rels), "g" * 64, "studio",
                        "m\u00f6del", ("x", "\u00fc"), ())
     outcome = Outcome(id=track_id, out=list(rels), action=Action.UP_TO_DATE, reasons=(), status="ok",
                       gen_key=track.gen_key, provider="studio", model=track.model, clips=outs)
