@@ -72,9 +72,12 @@ def _report(root: Path) -> dict[str, Any]:
 
 def _stamp(root: Path) -> dict[str, Any]:
     [path] = glob.glob(str(root / ".musicbuild" / "stamps" / "*.json"))
-    raw = Path(path).read_bytes()
-    doc = json.loads(b"{" + raw[raw.index(b",") + 1:])
-    doc.pop("rows_at", None)
+    from musicbuild import stamp
+
+    header, files, body = stamp._sections(Path(path).read_bytes())
+    doc = json.loads(b"{" + body[body.index(b",") + 1:])
+    doc["files"] = sorted(line.split(b" ", 2)[2].decode() for line in files)
+    doc["header"] = [header[0].decode(), header[2].decode(), header[4].decode(), header[5].decode()]
     for key in ("rows_crc", "manifest_sha256"):
         doc.pop(key)
     doc["outputs"] = sorted([p, st[0], key] for p, st, key in doc["outputs"])  # sizes; mtimes differ by copy
@@ -244,3 +247,25 @@ def test_clean_rows_are_the_full_paths_rows(track_id: str, outs: int) -> None:
                                                                     None, {}) for n, r in enumerate(rels)),
                            Action.UP_TO_DATE, (), 0.0)
     assert plan_row(track) == full_plan_row(planned)
+
+
+def test_a_no_op_build_reads_only_the_stamps_check_section(built: Path, tmp_path: Path) -> None:
+    """What the plain ``musicbuild build`` that finds nothing to do imports: no JSON, no regular
+    expressions, no OpenSSL, no pathlib (each a measurable part of a 10,000-track no-op)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root, symlinks=True)
+    shutil.rmtree(root / ".musicbuild" / "stamps")
+    assert api.build(root / "musicbuild.yaml", env=ENV).ok  # its own stamp
+    code = ("import sys; from musicbuild.noop import try_noop; "
+            "print(try_noop(['build', '-q', '-f', sys.argv[1]]), sorted(m for m in ('json', 're', '_hashlib', "
+            "'hashlib', 'pathlib', 'typing', 'musicbuild.cli', 'musicbuild.api') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-S", "-c", code, str(root / "musicbuild.yaml")], capture_output=True,
+                          text=True, env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+    assert done.stdout.split() == ["0", "[]"], done.stdout + done.stderr
+    os.utime(root / "out" / "calm-a.wav", ns=(5, 5))  # and it still sees a touched output
+    done = subprocess.run([sys.executable, "-S", "-c", code, str(root / "musicbuild.yaml")], capture_output=True,
+                          text=True, env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
+    assert done.stdout.split()[0] == "None"
