@@ -240,6 +240,11 @@ class _Lines(Mapping[str, bytes]):
         begin, stop = self._at[key]
         return self._raw[begin:stop]
 
+    def view(self, key: str) -> memoryview | None:
+        """The entry's line without copying it (``save`` writes unchanged lines from here)."""
+        at = self._at.get(key)
+        return None if at is None else memoryview(self._raw)[at[0]:at[1]]
+
     def __contains__(self, key: object) -> bool:
         return key in self._at
 
@@ -290,15 +295,16 @@ def save(memo: Memo) -> None:
         old = _parse(memo.path.read_bytes(), memo.fingerprint)
     except (OSError, ValueError, RecursionError):
         old = {}
-    out = [json.dumps({"v": MEMO_VERSION, "fingerprint": memo.fingerprint}).encode()]
+    out = [json.dumps({"v": MEMO_VERSION, "fingerprint": memo.fingerprint}).encode(), b"\n"]
     for key in sorted(memo.used):
         entry = memo.fresh.get(key)
-        line = json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False).encode() if entry else old.get(key)
+        line = (json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False).encode() if entry
+                else old.view(key) if isinstance(old, _Lines) else None)
         if line is not None:
-            out.append(key.encode() + b" " + line)
+            out += (key.encode(), b" ", line, b"\n")
     try:
         memo.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(memo.path, b"\n".join(out) + b"\n")
+        atomic_write_bytes(memo.path, out)  # in pieces: 100,000 entries are 60 MB, not joined in memory
     except OSError:
         pass  # derived state: the next plan renders what it must
     memo.changed = False
