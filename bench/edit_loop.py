@@ -191,7 +191,8 @@ def bench_size(n: int, runs: int, fill: str, seconds: float, source: Path, keep:
     # with bytecode caching, as every install has it (an environment that turns it off made every
     # run compile the modules changed since the last .pyc: 0.1-0.2 s of each step here)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    exe = [sys.executable, "-S", "-m", "musicbuild", "-q"]
+    # what the installed `musicbuild` console script runs (its entry point), without runpy's `-m`
+    exe = [sys.executable, "-S", "-c", "import sys; from musicbuild.noop import main; sys.exit(main())", "-q"]
     manifest = project / "musicbuild.yaml"
     manifest.write_text(manifest_text(n, seconds))
     mode = fill if fill != "auto" else ("build" if n <= 20_000 else "records")

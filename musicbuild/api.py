@@ -357,7 +357,7 @@ def _write_reports(doc: dict[str, Any], cache_dir: Path, report: PathLike | None
 
 
 class _Silent:
-    def plan_ready(self, planned: list["PlannedTrack"]) -> None:
+    def plan_ready(self, planned: list["PlannedTrack"], unchanged: Sequence[Any] = ()) -> None:
         pass
 
     def track_started(self, planned: "PlannedTrack") -> None:
@@ -377,12 +377,22 @@ class _EventReporter(_Silent):
         self.callback = callback
         self.rows: dict[str, TrackRow] = {}
 
-    def plan_ready(self, planned: list["PlannedTrack"]) -> None:
+    def plan_ready(self, planned: list["PlannedTrack"], unchanged: Sequence[Any] = ()) -> None:
         from .report import plan_row
 
         rows = [plan_row(pt) for pt in planned]
         self.rows = {row["id"]: row for row in rows}  # type: ignore[misc]
-        self.callback(Event("planned", tracks=tuple(rows)))  # type: ignore[arg-type]
+        if not unchanged:
+            self.callback(Event("planned", tracks=tuple(rows)))  # type: ignore[arg-type]
+            return
+        # tracks up to date without a plan (incremental.py): the same events as if the executor had
+        # found them up to date (every track is in "planned" and has its "finished")
+        from .cleanset import report_row
+        from .incremental import plan_rows
+
+        self.callback(Event("planned", tracks=tuple(plan_rows(unchanged, planned, rows))))  # type: ignore[arg-type]
+        for track in unchanged:
+            self.callback(Event("finished", track=report_row(track)))  # type: ignore[arg-type]
 
     def track_started(self, planned: "PlannedTrack") -> None:
         self.callback(Event("started", track=self.rows.get(planned.spec.id)))

@@ -167,7 +167,7 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
             raise BudgetError(f"estimated cost ${total:.2f} exceeds --max-cost ${options.max_cost:.2f}; nothing was submitted",
                               "run 'musicbuild plan' to see the cost per track")
         _refuse_unrunnable(paid, env)
-        reporter.plan_ready(planned)
+        reporter.plan_ready(planned, clean)
         for pt in planned:
             if pt.spec.id in preset:
                 reporter.track_finished(pt, preset[pt.spec.id])

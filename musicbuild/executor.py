@@ -21,7 +21,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 from .cache import Cache
 from .fleet import Coordination, LocalCoordination, LocalSlots
@@ -37,7 +37,8 @@ from .slots import CpuSlot, HeldSlots
 
 
 class Reporter(Protocol):
-    def plan_ready(self, planned: list[PlannedTrack]) -> None: ...
+    def plan_ready(self, planned: list[PlannedTrack], unchanged: Sequence[Any] = ()) -> None:
+        """``unchanged``: tracks up to date without a plan (``cleanset.CleanTrack``), not run here."""
     def track_started(self, planned: PlannedTrack) -> None: ...
     def track_finished(self, planned: PlannedTrack, outcome: Outcome) -> None: ...
     def track_state(self, planned: PlannedTrack, state: str, detail: str | None = None) -> None:

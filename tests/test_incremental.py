@@ -269,3 +269,17 @@ def test_a_no_op_build_reads_only_the_stamps_check_section(built: Path, tmp_path
     done = subprocess.run([sys.executable, "-S", "-c", code, str(root / "musicbuild.yaml")], capture_output=True,
                           text=True, env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
     assert done.stdout.split()[0] == "None"
+
+
+def test_events_are_the_full_paths_events(pair: tuple[Path, Path]) -> None:
+    """``on_event`` (and so the CLI's display) sees every track planned and finished, unchanged ones too."""
+    seen: dict[Path, list[Any]] = {}
+    for root, env in zip(pair, (ENV, FULL)):
+        EDITS["prompt"][0](root)
+        events: list[Any] = []
+        assert api.build(root / "musicbuild.yaml", env=env, on_event=events.append).ok
+        planned = [e for e in events if e.kind == "planned"]
+        finished = sorted(({**e.track, "seconds": 0.0} for e in events if e.kind == "finished"), key=lambda r: r["id"])
+        seen[root] = [_norm(list(planned[0].tracks), root), _norm(finished, root), len(planned)]
+    assert seen[pair[0]] == seen[pair[1]]
+    assert seen[pair[0]][2] == 1 and len(seen[pair[0]][1]) == TRACKS
