@@ -55,6 +55,15 @@ class CleanSet:
         """The entry's tracks if every one of them is clean (then they are kept here), else None."""
         if not rows:
             return None
+        try:
+            made = self._take(index, rows, keys)
+        except (TypeError, ValueError, IndexError):  # a damaged stamp or memo: the entry is planned
+            return None
+        if made is not None:
+            self.tracks.extend(made)
+        return made
+
+    def _take(self, index: int, rows: list[list[Any]], keys: list[list[Any]]) -> list[CleanTrack] | None:
         made = []
         for row, (gen_key, out_keys) in zip(rows, keys):
             if row[_REFERENCE] is not None or row[_METADATA][_COVER] is not None:
@@ -64,25 +73,26 @@ class CleanSet:
                 return None
             for (_, _, path, _), key in zip(outputs, out_keys):
                 seen = self._stamp.get(path)
-                if seen is None or seen[1] != key or seen[0] != _stat(path):
+                if seen is None or seen[1] != key:
                     return None
-            made.append(CleanTrack(index, row[_ID], tuple(o[1] for o in outputs), tuple(o[2] for o in outputs),
-                                   gen_key, row[_PROVIDER], row[_MODEL], tuple(row[_LABELS]) if row[_LABELS] else (),
-                                   tuple(row[_FILES]) if row[_FILES] else ()))
-        self.tracks.extend(made)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    return None
+                if seen[0][0] != st.st_size or seen[0][1] != st.st_mtime_ns:
+                    return None
+            if len(outputs) == 1:  # the common case, without generators
+                rels, paths = (outputs[0][1],), (outputs[0][2],)
+            else:
+                rels, paths = tuple(o[1] for o in outputs), tuple(o[2] for o in outputs)
+            labels, files = row[_LABELS], row[_FILES]
+            made.append(CleanTrack(index, row[_ID], rels, paths, gen_key, row[_PROVIDER], row[_MODEL],
+                                   tuple(labels) if labels else (), tuple(files) if files else ()))
         return made
 
     def stamp_outputs(self) -> list[tuple[str, Any, str]]:
         """(path, [size, mtime_ns], output key) of every clean output, as the last stamp has them."""
         return [(p, *self._stamp[p]) for t in self.tracks for p in t.paths]  # (its key is the track's: see take)
-
-
-def _stat(path: str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def plan_row(t: CleanTrack) -> dict[str, Any]:

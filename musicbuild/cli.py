@@ -134,9 +134,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"version": 1, "tracks": list(rows)}, indent=2))
         return EXIT_OK
-    width = max([len(r["id"]) for r in rows] + [5])
+    ids = rows.ids() if hasattr(rows, "ids") else [r["id"] for r in rows]  # (rows may be made as read)
+    width = max([len(i) for i in ids] + [5])
     by_provider: dict[str, float] = {}
     counts: dict[str, int] = {}
+    lines = []
     for r in rows:
         reasons = ",".join(r["reasons"])
         cost = ("free" if not r["cost_usd"] else f"${r['cost_usd']:.4f}") if r["action"] in ("generate", "resume") else "-"
@@ -145,10 +147,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             note += f"  [{r['job']['state']} job {r['job'].get('job_id') or '(no id)'}]"
         if r.get("length") and r["action"] in ("generate", "resume"):
             note += f"  ({r['length']})"
-        print(f"{r['id']:<{width}}  {r['action']:<11} {reasons:<28} {r['provider']:<10} {cost}{note}")
+        lines.append(f"{r['id']:<{width}}  {r['action']:<11} {reasons:<28} {r['provider']:<10} {cost}{note}\n")
+        if len(lines) >= 4096:  # one write per block of lines (stdout redacts each write)
+            sys.stdout.write("".join(lines))
+            lines.clear()
         if r["action"] == "generate":
             by_provider[r["provider"]] = by_provider.get(r["provider"], 0.0) + r["cost_usd"]
         counts[r["action"]] = counts.get(r["action"], 0) + 1
+    sys.stdout.write("".join(lines))
     print("\n" + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
     for name, usd in sorted(by_provider.items()):
         print(f"estimated cost {name}: ${usd:.4f}")

@@ -60,6 +60,10 @@ class Rows(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.clean) + len(self.changed)
 
+    def ids(self) -> list[str]:
+        """Every row's id, without making the rows (in no particular order)."""
+        return [t.id for t in self.clean] + [r["id"] for r in self.changed]
+
     def __getitem__(self, i: Any) -> Any:
         if self._all is None:
             self._all = list(self)
