@@ -12,6 +12,7 @@ SAMPLE_RATES = (22050, 32000, 44100, 48000)
 class LocalProvider(Provider):
     type = "local"
     paid = False  # nothing to journal, budget or report
+    uses_http = False  # renders in-process: a local-only build never loads httpx
 
     def check_track(self, spec: TrackSpec) -> list[tuple[Path_, str]]:
         problems: list[tuple[Path_, str]] = []
