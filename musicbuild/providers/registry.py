@@ -96,13 +96,13 @@ def _scan() -> tuple[str, dict[str, Installed]]:
     found: dict[str, Installed] = {}
     for name in sorted(set(own) - set(BUILTIN_ENTRY_POINTS)):
         found[name] = _load(name, own[name], "musicbuild", ver)
-    for name, value, dist, ver_ in sorted(plugins, key=lambda p: (p[2], p[0])):
+    for name, value, dist, dist_ver in sorted(plugins, key=lambda p: (p[2], p[0])):
         if name in BUILTIN_ENTRY_POINTS or name in found:
             other = found.get(name)
             what = f"also registered by {other.dist}" if other is not None and not other.builtin else "a built-in type"
-            found.setdefault(f"{name} ({dist})", Installed(name, value, dist, ver_, error=f"ignored: '{name}' is {what}"))
+            found.setdefault(f"{name} ({dist})", Installed(name, value, dist, dist_ver, error=f"ignored: '{name}' is {what}"))
             continue
-        found[name] = _load(name, value, dist, ver_)
+        found[name] = _load(name, value, dist, dist_ver)
     return ver, found
 
 
