@@ -5,7 +5,6 @@ manifest or a missing key fails before any network traffic or any write.
 """
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import os
 from dataclasses import dataclass, field, replace
@@ -131,6 +130,8 @@ def make_plan(manifest: Manifest, specs: list[TrackSpec], cache: CacheState, for
 
 def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
           env: Mapping[str, str] | None = None) -> BuildResult:
+    import asyncio  # nor asyncio (~30 ms)
+
     from .executor import ExecOptions, Executor  # not imported by plan/status/check (httpx, the fleet: 0.1 s)
 
     env = os.environ if env is None else env

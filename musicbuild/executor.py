@@ -18,10 +18,11 @@ not known yet, their estimate: that sum is the report's cost and what ``--max-co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .cache import Cache
 from .fleet import Coordination, LocalCoordination, LocalSlots
@@ -32,7 +33,6 @@ from .journal import JobRecord, Journal
 from .materialize import TakeAudio, materialize
 from .model import Action, Generation, Outcome, PlannedTrack
 from .providers.base import Provider
-from .providers.http import DEFAULT_TIMEOUT
 from .slots import CpuSlot, HeldSlots
 
 
@@ -104,11 +104,9 @@ class Executor:
         self.shared: dict[str, asyncio.Event] = {}
         self.shared_records: dict[str, dict[str, Any]] = {}
         self.budget_stopped = False
-        import httpx  # only builds that run need it
-
         reconcile(self.journal, self.cache)
         try:
-            async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=True) as client:
+            async with _http_client(self.providers.values()) as client:
                 for provider in self.providers.values():
                     provider.bind(client)
                 leftover = orphans(self.journal, self.providers, planned) if self.options.collect_orphans else []
@@ -423,3 +421,15 @@ def _delivery_facts(records: list[dict[str, Any]]) -> dict[str, Any]:
         facts["loudness_lufs"] = round(measured[0]["loudness_lufs"], 2)
         facts["true_peak_db"] = round(measured[0]["true_peak_db"], 2)
     return facts
+
+
+def _http_client(providers: Iterable[Provider]) -> Any:
+    """The build's shared HTTP client, or None when no provider makes requests: a build on the
+    local synthesizer alone never imports httpx (~50 ms)."""
+    if not any(p.uses_http for p in providers):
+        return contextlib.nullcontext(None)
+    import httpx
+
+    from .providers.http import DEFAULT_TIMEOUT
+
+    return httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=True)

@@ -30,7 +30,7 @@ from .manifest import Manifest, _Loader
 from .model import TrackSpec
 from .render import Renderer
 from .limits import MAX_STOPPED_SECONDS
-from .sandbox import TimeBudget
+from .renderbudget import TimeBudget
 from .yamlsplit import split_tracks
 from .yamlsrc import SourceMap, YamlSyntaxError, load_yaml
 
@@ -62,14 +62,14 @@ class _RecordingRenderer(Renderer):
 
     def names(self, sources: set[str]) -> set[str]:
         """Every variable name these templates can read."""
-        from jinja2 import meta
-
         out: set[str] = set()
         for source in sources:
             plain = _PLACEHOLDER_NAMES.sub("", source)
             if "{{" not in plain and "{%" not in plain and "{#" not in plain:
                 out.update(_PLACEHOLDER_NAMES.findall(source))
             else:
+                from jinja2 import meta  # here: templates of {{ name }}s only never import Jinja
+
                 out.update(meta.find_undeclared_variables(self._env.parse(source)))
         return out
 

@@ -20,6 +20,7 @@ from .errors import ConfigError, Diagnostic, ManifestError, UsageError
 from .lock import LOCK_NAME
 from .model import ProviderConfig, TrackSpec
 from .providers.catalog import TYPES
+from .providerset import ProviderSet
 from .render import Renderer, RenderError
 from .trackbuild import TrackBuilder, unknown_model
 from .yamlsrc import Path_, SourceMap, YamlSyntaxError, format_path, load_yaml
@@ -266,7 +267,7 @@ class _Loader:
                     self.error(origins[spec.id] + ("out",), f"output path {o.rel!r} {problem}; choose another out "
                                                             "or output_dir")
 
-    def _providers(self, raw: dict, ctx: Mapping[str, Any]) -> dict[str, ProviderConfig]:
+    def _providers(self, raw: dict, ctx: Mapping[str, Any]) -> ProviderSet:
         out: dict[str, ProviderConfig] = {}
         unknown = [name for name, cfg in raw.items() if cfg["type"] not in TYPES]  # plugins add types
         for name in unknown:
@@ -297,13 +298,7 @@ class _Loader:
                 timeout=float(cfg.get("timeout", ptype.timeout)),
                 price=cfg.get("price"), options=cfg.get("options", {}),
             )
-        for tname, ptype in TYPES.items():  # a built-in type name works as a provider name
-            out.setdefault(tname, ProviderConfig(
-                name=tname, type=tname, base_url=ptype.base_url, api_key_env=ptype.api_key_env,
-                model=ptype.default_model, requests_per_minute=ptype.requests_per_minute,
-                max_concurrent=ptype.max_concurrent, poll_interval=ptype.poll_interval,
-                timeout=ptype.timeout, price=None, options={}))
-        return out
+        return ProviderSet(out)  # and every type name works as a provider name
 
     def _expand(self, i: int, track: dict, defaults: dict, top_vars: dict, providers: dict,
                 output_dir: Path, dropped: frozenset[str] = frozenset(),

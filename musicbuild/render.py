@@ -7,11 +7,14 @@ that would still cost money to generate.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import jinja2
+from .renderbudget import TemplateLimit, TimeBudget
 
-from .sandbox import BoundedSandbox, TemplateLimit, TimeBudget, render_bounded
+if TYPE_CHECKING:
+    import jinja2
+
+    from .sandbox import BoundedSandbox
 
 
 class RenderError(Exception):
@@ -23,11 +26,22 @@ _SYNTAX_HINT = "write variables as {{ name }} and blocks as {% if ... %}...{% en
 
 class Renderer:
     def __init__(self) -> None:
-        self._env = BoundedSandbox(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-        )
+        self._sandbox: BoundedSandbox | None = None
         self._compiled: dict[str, jinja2.Template] = {}
         self._time = TimeBudget()
+
+    @property
+    def _env(self) -> BoundedSandbox:
+        """The Jinja sandbox, made for the first template that is more than ``{{ name }}``s: a
+        manifest of plain text and variables (an edit loop's usual change) never imports Jinja."""
+        if self._sandbox is None:
+            import jinja2
+
+            from .sandbox import BoundedSandbox
+
+            self._sandbox = BoundedSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                           autoescape=False)
+        return self._sandbox
 
     def render(self, source: str, context: Mapping[str, Any], origin: str | None = None) -> str:
         """Render ``source``; ``origin`` names the file it came from, for messages."""
@@ -36,6 +50,10 @@ class Renderer:
         simple = _substitute(source, context)
         if simple is not None:
             return simple
+        import jinja2
+
+        from .sandbox import render_bounded
+
         template = self._compiled.get(source)
         try:
             if template is None:

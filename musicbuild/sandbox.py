@@ -32,6 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 import time
 
 from .limits import MAX_INT_BITS, MAX_RENDER_SECONDS, MAX_STOPPED_SECONDS, MAX_TEXT, MAX_WORK
+from .renderbudget import TemplateLimit, TemplateTimeout, TimeBudget
 
 SIZED = (str, bytes, list, tuple, dict, set, frozenset)
 REMOVED_FILTERS = ("urlize",)  # adds its options' text to every URL in the value: no use in a prompt
@@ -39,22 +40,6 @@ REMOVED_GLOBALS = ("lipsum",)  # lipsum(n) writes n paragraphs
 REMOVED_METHODS = ("translate", "maketrans")  # a table can map one character to a megabyte
 _PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")  # widths and precisions
 _FIELD = re.compile(r"\{([^{}]*)\}")  # str.format fields, innermost
-
-
-class TemplateLimit(Exception):
-    """A template went over one of the limits; ``args[0]`` says which."""
-
-
-class TemplateTimeout(TemplateLimit):
-    pass
-
-
-class TimeBudget:
-    """The render time of one manifest's templates (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.stopped = 0.0  # seconds spent in renders the deadline stopped
-        self.timed_out: set[str] = set()  # their sources
 
 
 _state = threading.local()

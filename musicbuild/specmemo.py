@@ -37,10 +37,8 @@ DISABLE_ENV = "MUSICBUILD_NO_MEMO"  # set (to anything): no memo, always the ful
 def code_fingerprint() -> str:
     """Changes whenever code that shapes a spec or a key may have changed: musicbuild's files and
     those of the libraries that parse, validate and render (an upgrade rewrites them), by size and
-    mtime, and the installed provider types (plugins)."""
+    mtime, and the installed distributions (plugins among them)."""
     import importlib.util
-
-    from .providers.catalog import TYPES
 
     h = hashlib.sha256()
     folders = [(os.path.dirname(__file__), True)]
@@ -54,8 +52,30 @@ def code_fingerprint() -> str:
                 if name.endswith((".py", ".json", ".so")):
                     st = os.stat(os.path.join(dirpath, name))
                     h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    h.update(repr(sorted((name, repr(info)) for name, info in TYPES.items())).encode())
+    h.update(repr(_distributions()).encode())
     return h.hexdigest()
+
+
+def _distributions() -> list[str]:
+    """The metadata folders (``name-version.dist-info``) of what is installed on the import path.
+
+    A plugin shapes specs (its type's defaults, clips, prices), and pip installing, upgrading or
+    removing one adds, renames or drops its folder. Listing the folders costs a directory read;
+    hashing the plugins' infos, as before, meant the entry-point scan (importlib.metadata) and
+    importing every provider module in each edit-loop command, ~0.1 s, for a change that happens
+    on `pip install`. Any distribution's change counts: rare, and it only costs one full load.
+    (A plugin edited in place under an editable install keeps its folder: bump its version, or set
+    MUSICBUILD_NO_MEMO while developing it.) The built-in types' infos are musicbuild's own files."""
+    import sys
+
+    found = []
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as folder:
+                found += [e.name for e in folder if e.name.endswith((".dist-info", ".egg-info"))]
+        except OSError:  # a zip file, or a folder that is not there
+            continue
+    return sorted(found)
 
 
 def digest(value: Any) -> str:

@@ -247,7 +247,7 @@ class TrackBuilder:
         name = self.text("provider", "local") or "local"
         provider = self.providers.get(name)
         if provider is None:
-            names = sorted(self.providers)
+            names = sorted({*self.providers, *TYPES})  # the plugin types too, not only those looked up
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             self.err("provider", f"unknown provider '{name}'{hint}; define it under providers: or use one of {', '.join(names)}")

@@ -25,7 +25,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
-import av
 import numpy as np
 import soundfile as sf
 
@@ -180,6 +179,8 @@ def _encode_m4a(arr: np.ndarray, sample_rate: int, bitrate_kbps: int | None, out
     # movie_timescale = sample rate keeps the edit list (which trims encoder
     # padding on decode) sample-exact instead of millisecond-rounded.
     options = {"fflags": "+bitexact", "movie_timescale": str(sample_rate)}
+    import av  # FFmpeg (~50 ms to load) only for m4a: wav/flac/mp3/ogg are libsndfile's
+
     with av.open(out, "w", format="ipod", options=options) as container:
         stream = container.add_stream("aac", rate=sample_rate, layout=layout)
         ctx = stream.codec_context
@@ -270,6 +271,8 @@ def sniff_format(data: bytes) -> str | None:
 
 def _decode_av(source: BinaryIO | str) -> tuple[np.ndarray, int]:
     """Decode the first audio stream with FFmpeg, honouring container trims."""
+    import av
+
     with av.open(source, "r") as container:
         if not container.streams.audio:
             raise ValueError("no audio stream found")
@@ -310,6 +313,8 @@ def decode(data: bytes | Path) -> tuple[np.ndarray, int]:
             return np.ascontiguousarray(arr), int(rate)
         except (sf.LibsndfileError, RuntimeError, TypeError):
             pass  # fall back to FFmpeg
+    import av
+
     try:
         return _decode_av(io.BytesIO(raw))
     except (av.FFmpegError, ValueError) as exc:

@@ -32,11 +32,11 @@ from typing import Any, Mapping, Protocol
 from ..clock import Clock
 from ..model import ProviderConfig
 from ..providers.polling import LatencyModel
-from ..providers.http import RateLimiter
+from ..providers.ratelimit import RateLimiter
 
 
 class Limiter(Protocol):
-    """The request window of one provider account (``providers.http.RateLimiter`` is one)."""
+    """The request window of one provider account (``providers.ratelimit.RateLimiter`` is one)."""
 
     async def acquire(self) -> Any: ...
     def release(self, slot: Any) -> None: ...

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from ..clock import Clock
 from ..model import ProviderConfig
 from ..providers.polling import LatencyModel
-from ..providers.http import WINDOW, WINDOW_MARGIN, RateLimiter
+from ..providers.ratelimit import WINDOW, WINDOW_MARGIN, RateLimiter
 from ..remote import _display_url
 from . import Claim, LocalSlots, account_id
 

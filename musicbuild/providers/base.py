@@ -76,6 +76,7 @@ class Provider(ABC):
     type: ClassVar[str]
     info: ClassVar[ProviderInfo]
     paid: ClassVar[bool] = True  # its jobs cost money: journaled, budgeted, reported
+    uses_http: ClassVar[bool] = True  # it is bound to the build's shared HTTP client (httpx)
     idempotent_create: ClassVar[bool] = False  # the service deduplicates a create sent again with its key
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -91,7 +92,8 @@ class Provider(ABC):
         self.client = client  # the shared httpx.AsyncClient for hosted services
 
     def bind(self, client: Any) -> None:
-        """Attach the build's shared HTTP client (created inside the event loop)."""
+        """Attach the build's shared HTTP client (created inside the event loop; None when no
+        provider of the build ``uses_http``)."""
         self.client = client
 
     @property

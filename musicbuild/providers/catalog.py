@@ -3,7 +3,8 @@
 ``ProviderInfo`` is the metadata every provider class carries as ``info`` (built-ins get their row
 of ``BUILTIN`` below; a plugin's class sets its own). ``TYPES`` maps the *installed* type names to
 their info: the built-ins and every plugin registered under the ``musicbuild.providers`` entry-point
-group (see ``registry.py``); it is resolved on first use. Prices are USD and can be overridden per
+group (see ``registry.py``). Looking up a built-in type answers from ``BUILTIN``; only listing the
+types or looking up another name resolves the plugin registry. Prices are USD and can be overridden per
 provider with ``price:``.
 """
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _installed() -> Mapping[str, ProviderInfo]:
     return infos()
 
 
-TYPES: Mapping[str, ProviderInfo] = LazyMapping(_installed)
+TYPES: Mapping[str, ProviderInfo] = LazyMapping(_installed, known=BUILTIN)
 
 
 def clip_count(type_name: str, model: str, options: Mapping[str, object]) -> int:

@@ -27,7 +27,8 @@ from ..errors import AmbiguousCreate, JobGone, ProviderAuthError, ProviderError,
 from ..model import Clip, Generation, ProviderConfig, TrackSpec
 from .base import JobHandle, JobRecordView, Provider
 from .catalog import cost_of, price_for
-from .http import ProviderHTTP, RateLimiter, create_hook, last_sent, retries
+from .http import ProviderHTTP, create_hook, last_sent, retries
+from .ratelimit import RateLimiter
 from .polling import LatencyModel, best_schedule, learning_delay
 
 MAX_DOWNLOAD_BYTES = 512 * 2**20

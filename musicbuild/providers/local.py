@@ -1,8 +1,6 @@
 """The built-in offline provider: renders in-process with ``audio.synth``, free and deterministic."""
 from __future__ import annotations
 
-import asyncio
-
 from ..model import Clip, Generation, TrackSpec
 from ..yamlsrc import Path_
 from .base import JobHandle, Provider
@@ -14,6 +12,7 @@ SAMPLE_RATES = (22050, 32000, 44100, 48000)
 class LocalProvider(Provider):
     type = "local"
     paid = False  # nothing to journal, budget or report
+    uses_http = False  # renders in-process: a local-only build never loads httpx
 
     def check_track(self, spec: TrackSpec) -> list[tuple[Path_, str]]:
         problems: list[tuple[Path_, str]] = []
@@ -25,6 +24,8 @@ class LocalProvider(Provider):
         return problems
 
     async def generate(self, spec: TrackSpec, job: JobHandle) -> Generation:
+        import asyncio  # here: `plan` checks tracks with this class and never runs the loop (~30 ms)
+
         # CPU-bound numpy work: a thread keeps the event loop (and hosted jobs' polling) responsive.
         data = await asyncio.to_thread(render_flac, spec)
         return Generation(clips=(Clip(data, "flac"),), provider=self.name, model=LOCAL_MODEL,
