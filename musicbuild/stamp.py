@@ -22,28 +22,31 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Sequence
 
 from . import __version__
 
 TYPE_CHECKING = False  # neither typing nor pathlib is imported by a no-op build (see ``noop.py``)
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Any, Callable, Iterable, Iterator, Mapping
+    from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 STAMP_VERSION = 2  # 2: a check section first; each output also names its output key (``incremental.py``)
 _MAGIC = b"musicbuild-stamp %d\n" % STAMP_VERSION
-_HEADER_LINES = 6  # after the magic: tool, cache_dir, remote fingerprint, manifest SHA-256, rows, files
+_HEADER_LINES = 7  # after the magic: tool, cache_dir, remote fingerprint, manifest SHA-256, rows, files,
+# and the manifest's "size mtime_ns" (when unchanged, its content is not hashed again)
 _ROWS_AT = b'{"rows_at":'
 _ROWS_KEY = b',"rows":'
 _CACHE_DIR_LINE = r"^cache_dir:[ \t]*(?:\"([^\"\n]*)\"|'([^'\n]*)'|([^\s#'\"][^#\n]*?))[ \t]*(?:#.*)?$"
 
 
 def _sha256(data: bytes) -> str:
-    try:
-        from _sha256 import sha256  # CPython's own: no OpenSSL to load (7 ms of a no-op); same digest
-    except ImportError:  # pragma: no cover - other interpreters
+    if len(data) > 1 << 16:  # OpenSSL's is 10x faster: worth its import (5 ms) for a large manifest
         from hashlib import sha256
+    else:
+        try:
+            from _sha256 import sha256  # CPython's own: no OpenSSL to load; the same digest
+        except ImportError:  # pragma: no cover - other interpreters
+            from hashlib import sha256
     return sha256(data).hexdigest()
 
 
@@ -100,18 +103,36 @@ def remote_fingerprint(url: str | None) -> str | None:
     return _sha256(url_without_userinfo(url).encode())[:16]
 
 
-def _manifest_and_stamp(manifest_file: Path | str, env: Mapping[str, str]) -> tuple[str, bytes, str, str] | None:
-    """(cache_dir, the manifest's SHA-256, the stamp's path, ...) read from disk, or None."""
+def _manifest_and_stamp(manifest_file: Path | str, env: Mapping[str, str]) -> tuple[str, tuple[bytes, bytes], str] | None:
+    """(cache_dir, (the manifest's text, its "size mtime_ns"), the stamp's path), or None."""
     manifest = os.path.realpath(manifest_file)  # what Path.resolve() gives
     try:
         with open(manifest, "rb") as f:
+            st = os.fstat(f.fileno())
             text = f.read()
     except OSError:
         return None
     cache_dir = _guess_cache_dir(manifest, text, env)
     if cache_dir is None:
         return None
-    return cache_dir, text, _stamp_file(cache_dir, manifest), manifest
+    return cache_dir, (text, b"%d %d" % (st.st_size, st.st_mtime_ns)), _stamp_file(cache_dir, manifest)
+
+
+def _manifest_stat(manifest: Path, manifest_sha256: str) -> bytes:
+    """The "size mtime_ns" a later no-op may trust instead of hashing the manifest: only if the file
+    still holds what was built and is not so fresh that an edit in the same clock tick could keep
+    its mtime (git's "racily clean" rule); else "-" (hash it)."""
+    import time
+
+    try:
+        with open(manifest, "rb") as f:
+            st = os.fstat(f.fileno())
+            text = f.read()
+    except OSError:
+        return b"-"
+    if _sha256(text) != manifest_sha256 or st.st_mtime_ns > time.time_ns() - 100_000_000:
+        return b"-"
+    return b"%d %d" % (st.st_size, st.st_mtime_ns)
 
 
 def fresh_count(manifest_file: str, env: Mapping[str, str]) -> int | None:
@@ -120,12 +141,12 @@ def fresh_count(manifest_file: str, env: Mapping[str, str]) -> int | None:
     found = _manifest_and_stamp(manifest_file, env)
     if found is None:
         return None
-    cache_dir, text, path, _ = found
+    cache_dir, manifest, path = found
     try:
         with open(path, "rb") as f:
             raw = f.read()
         header, files, _ = _sections(raw)
-        return int(header[4]) if _fresh(header, files, cache_dir, text, env) else None
+        return int(header[4]) if _fresh(header, files, cache_dir, manifest, env) else None
     except (OSError, ValueError, IndexError):
         return None
 
@@ -137,7 +158,7 @@ def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
     found = _manifest_and_stamp(manifest_file, env)
     if found is None:
         return None
-    cache_dir, text, path, _ = found
+    cache_dir, manifest, path = found
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -146,7 +167,7 @@ def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
     try:
         header, files, body = _sections(raw)
         stamp = _parse(body)
-        fresh = _fresh(header, files, cache_dir, text, env)
+        fresh = _fresh(header, files, cache_dir, manifest, env)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
         if not repair:
             return None
@@ -181,36 +202,52 @@ def read_outputs(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> dic
         return None  # no stamp, or one the full path will repair
 
 
-class StampRows(Sequence):  # of report rows (dicts)
+def _rows_class() -> type:
+    """``StampRows``, made on first use: a no-op build does not import ``collections.abc`` (5 ms)."""
+    from collections.abc import Sequence
+
+    class StampRows(Sequence):  # of report rows (dicts)
+        """The report rows of a stamp, parsed on first use (their CRC was checked when it was read)."""
+
+        def __init__(self, data: bytes, count: int) -> None:
+            self._data: bytes | None = data
+            self._count = count
+            self._rows: list[dict[str, Any]] | None = None
+
+        def _load(self) -> list[dict[str, Any]]:
+            if self._rows is None:
+                import json
+
+                rows = json.loads(self._data or b"[]")
+                if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("action"), str)
+                                                         and isinstance(r.get("status"), str) for r in rows):
+                    raise TypeError("rows are not report rows")
+                self._rows, self._data = rows, None
+            return self._rows
+
+        def __len__(self) -> int:
+            return self._count
+
+        def __getitem__(self, i: int | slice) -> Any:
+            return self._load()[i]
+
+        def __iter__(self) -> Iterator[dict[str, Any]]:
+            return iter(self._load())
+
+        def __eq__(self, other: object) -> bool:
+            return list(self) == (list(other) if isinstance(other, (list, type(self))) else other)
+
+    return StampRows
+
+
+_ROWS_CLASS: list[type] = []
+
+
+def StampRows(data: bytes, count: int) -> Any:  # noqa: N802 - a class to its callers
     """The report rows of a stamp, parsed on first use (their CRC was checked when it was read)."""
-
-    def __init__(self, data: bytes, count: int) -> None:
-        self._data: bytes | None = data
-        self._count = count
-        self._rows: list[dict[str, Any]] | None = None
-
-    def _load(self) -> list[dict[str, Any]]:
-        if self._rows is None:
-            import json
-
-            rows = json.loads(self._data or b"[]")
-            if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("action"), str)
-                                                     and isinstance(r.get("status"), str) for r in rows):
-                raise TypeError("rows are not report rows")
-            self._rows, self._data = rows, None
-        return self._rows
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __getitem__(self, i: int | slice) -> Any:
-        return self._load()[i]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self._load())
-
-    def __eq__(self, other: object) -> bool:
-        return list(self) == (list(other) if isinstance(other, (list, StampRows)) else other)
+    if not _ROWS_CLASS:
+        _ROWS_CLASS.append(_rows_class())
+    return _ROWS_CLASS[0](data, count)
 
 
 def _sections(raw: bytes) -> tuple[list[bytes], list[bytes], bytes]:
@@ -243,11 +280,13 @@ def _parse(body: bytes) -> dict[str, Any]:
     return stamp
 
 
-def _fresh(header: list[bytes], files: list[bytes], cache_dir: str, manifest_text: bytes, env: Mapping[str, str]) -> bool:
+def _fresh(header: list[bytes], files: list[bytes], cache_dir: str, manifest: tuple[bytes, bytes],
+           env: Mapping[str, str]) -> bool:
     """Whether the check section proves nothing changed; ``ValueError`` if it is damaged."""
     remote = remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE")) or ""
-    if (header[0] != __version__.encode() or header[1] != os.fsencode(cache_dir) or header[2] != remote.encode()
-            or header[3] != _sha256(manifest_text).encode()):
+    if header[0] != __version__.encode() or header[1] != os.fsencode(cache_dir) or header[2] != remote.encode():
+        return False
+    if header[6] != manifest[1] and header[3] != _sha256(manifest[0]).encode():
         return False
     stat = os.stat
     for line in files:
@@ -297,7 +336,7 @@ def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterabl
     head = b'{"rows_at":%12d,' % len(head) + body[1:-1]  # fixed width: the offset does not move it
     files = [b"%d %d %s" % (st[0], st[1], os.fsencode(p)) for p, st, *_ in doc["inputs"] + doc["outputs"]]
     header = [__version__.encode(), os.fsencode(str(cache_dir)), (doc["remote_env"] or "").encode(),
-              manifest_sha256.encode(), b"%d" % count, b"%d" % len(files)]
+              manifest_sha256.encode(), b"%d" % count, b"%d" % len(files), _manifest_stat(manifest, manifest_sha256)]
     if any(b"\n" in line for line in header + files):  # a newline in a path: no promise (never seen in practice)
         remove(cache_dir, manifest)
         return
@@ -313,7 +352,7 @@ def remove(cache_dir: Path, manifest: Path) -> None:
 
 
 def fresh_rows(manifest_file: Path, env: Mapping[str, str] | None = None,
-               warn: Callable[[str], None] | None = None) -> Sequence[dict[str, Any]] | None:
+               warn: Callable[[str], None] | None = None) -> Sequence[dict[str, Any]] | None:  # noqa: F821
     """Report rows of a whole-manifest no-op build, if the stamp proves nothing changed."""
     found = read_fresh(manifest_file, os.environ if env is None else env, warn)
     return found["rows"] if found else None

@@ -261,7 +261,7 @@ def test_a_no_op_build_reads_only_the_stamps_check_section(built: Path, tmp_path
     assert api.build(root / "musicbuild.yaml", env=ENV).ok  # its own stamp
     code = ("import sys; from musicbuild.noop import try_noop; "
             "print(try_noop(['build', '-q', '-f', sys.argv[1]]), sorted(m for m in ('json', 're', '_hashlib', "
-            "'hashlib', 'pathlib', 'typing', 'musicbuild.cli', 'musicbuild.api') if m in sys.modules))")
+            "'hashlib', 'pathlib', 'typing', 'collections', 'musicbuild.cli', 'musicbuild.api') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-S", "-c", code, str(root / "musicbuild.yaml")], capture_output=True,
                           text=True, env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)}, check=True)
     assert done.stdout.split() == ["0", "[]"], done.stdout + done.stderr
@@ -283,3 +283,26 @@ def test_events_are_the_full_paths_events(pair: tuple[Path, Path]) -> None:
         seen[root] = [_norm(list(planned[0].tracks), root), _norm(finished, root), len(planned)]
     assert seen[pair[0]] == seen[pair[1]]
     assert seen[pair[0]][2] == 1 and len(seen[pair[0]][1]) == TRACKS
+
+
+def test_the_manifest_is_hashed_only_when_its_stat_moved_or_was_too_fresh_to_trust(built: Path, tmp_path: Path) -> None:
+    from musicbuild import stamp
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root, symlinks=True)
+    shutil.rmtree(root / ".musicbuild" / "stamps")
+    manifest = root / "musicbuild.yaml"
+    manifest.write_text(manifest.read_text() + "# edited\n")  # just now: an edit in the same tick could hide
+    assert api.build(manifest, env=ENV).ok
+    [path] = glob.glob(str(root / ".musicbuild" / "stamps" / "*.json"))
+    assert stamp._sections(Path(path).read_bytes())[0][6] == b"-"
+    os.utime(manifest, ns=(10**18, 10**18))  # touched, same text: the hash says fresh
+    assert stamp.fresh_count(str(manifest), ENV) == TRACKS
+    manifest.write_text(manifest.read_text() + "# again\n")
+    os.utime(manifest, ns=(10**9, 10**9))  # an edit long ago: its stat can be trusted
+    assert api.build(manifest, env=ENV).ok
+    assert stamp._sections(Path(path).read_bytes())[0][6] == b"%d %d" % (manifest.stat().st_size, 10**9)
+    assert stamp.fresh_count(str(manifest), ENV) == TRACKS
+    manifest.write_text(manifest.read_text().replace("credits", "credit"))  # another size: seen
+    os.utime(manifest, ns=(10**9, 10**9))
+    assert stamp.fresh_count(str(manifest), ENV) is None
