@@ -367,7 +367,8 @@ def _update_stamp(manifest: Manifest, cache: Cache | Snapshot, specs: list[Track
     outputs: list[Any] = [(p, stamp.recorded_stat(r), r and r.get("out_key")) for p, r in records.items()]
     if clean:  # outputs the last stamp recorded and this load found unchanged (cleanset.py)
         outputs += manifest.clean.stamp_outputs()
-        rows: Any = incremental.stamp_rows(clean, planned, summary.outcomes, outcome_row)
+        shared = summary.rows.clean_json() if isinstance(summary.rows, incremental.Rows) else None
+        rows: Any = incremental.stamp_rows(clean, planned, summary.outcomes, outcome_row, shared)
     else:
         rows = [outcome_row(incremental.stamp_row(o)) for o in summary.outcomes]
     stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows,

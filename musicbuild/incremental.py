@@ -51,6 +51,7 @@ class Rows(Sequence[dict[str, Any]]):
         self.clean, self.planned, self.changed, self._clean_row = clean, planned, changed, clean_row
         self.unchanged = len(clean)
         self._all: list[dict[str, Any]] | None = None
+        self._clean_json: list[str] | None = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._all is not None:
@@ -72,9 +73,17 @@ class Rows(Sequence[dict[str, Any]]):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
 
+    def clean_json(self) -> list[str]:
+        """The clean tracks' report rows as compact JSON, in order; made once (the stamp and the last
+        report both write them: an up-to-date row is the same in both)."""
+        if self._clean_json is None:
+            self._clean_json = [report_row_json(t) for t in self.clean]
+        return self._clean_json
+
     def json_rows(self) -> Iterator[str]:
         encode = json.JSONEncoder(separators=(",", ":")).encode
-        return _merged(self.clean, self.planned, [encode(r) for r in self.changed], report_row_json)
+        texts = iter(self.clean_json())
+        return _merged(self.clean, self.planned, [encode(r) for r in self.changed], lambda t: next(texts))
 
 
 def report_rows(clean: Sequence[CleanTrack], planned: Sequence[PlannedTrack], outcomes: Sequence[Outcome],
@@ -93,10 +102,13 @@ def stamp_row(outcome: Outcome) -> Outcome:
 
 
 def stamp_rows(clean: Sequence[CleanTrack], planned: Sequence[PlannedTrack], outcomes: Sequence[Outcome],
-               outcome_row: Callable[[Outcome], dict[str, Any]]) -> tuple[bytes, int]:
-    """The next stamp's rows as compact JSON, encoded one row at a time (no list of 100,000 dicts)."""
+               outcome_row: Callable[[Outcome], dict[str, Any]], clean_json: list[str] | None = None) -> tuple[bytes, int]:
+    """The next stamp's rows as compact JSON, encoded one row at a time (no list of 100,000 dicts).
+    ``clean_json``: the clean tracks' rows already encoded (``Rows.clean_json``)."""
     encode = json.JSONEncoder(separators=(",", ":")).encode
-    rows = _merged(clean, planned, [encode(outcome_row(stamp_row(o))) for o in outcomes], report_row_json)
+    texts = iter(clean_json) if clean_json is not None else None
+    clean_row = (lambda t: next(texts)) if texts is not None else report_row_json  # type: ignore[arg-type]
+    rows = _merged(clean, planned, [encode(outcome_row(stamp_row(o))) for o in outcomes], clean_row)
     return b"[" + ",".join(rows).encode() + b"]", len(clean) + len(outcomes)
 
 

@@ -166,8 +166,9 @@ def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
         return None
     try:
         header, files, body = _sections(raw)
+        if not _fresh(header, files, cache_dir, manifest, env):
+            return None  # (its JSON part is read only if fresh: a build is about to write a new stamp)
         stamp = _parse(body)
-        fresh = _fresh(header, files, cache_dir, manifest, env)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
         if not repair:
             return None
@@ -179,7 +180,7 @@ def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
             warn(f"the null-build stamp {path} was damaged ({type(exc).__name__}); removed it (the next build "
                  "writes a new one)")
         return None
-    return stamp if fresh else None
+    return stamp
 
 
 def read_outputs(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> dict[str, list[Any]] | None:
