@@ -44,8 +44,8 @@ class CleanTrack(NamedTuple):
 class CleanSet:
     """The clean tracks of one load, in manifest order, and what the last stamp recorded of them."""
 
-    def __init__(self, stamp_outputs: Mapping[str, list[Any]]) -> None:
-        self._stamp = stamp_outputs  # path -> [[size, mtime_ns], output key]
+    def __init__(self, stamp_outputs: Mapping[str, bytes]) -> None:
+        self._stamp = stamp_outputs  # path -> its stamp line: b"size mtime_ns output-key path"
         self.tracks: list[CleanTrack] = []
 
     def __len__(self) -> int:
@@ -73,13 +73,16 @@ class CleanSet:
                 return None
             for (_, _, path, _), key in zip(outputs, out_keys):
                 seen = self._stamp.get(path)
-                if seen is None or seen[1] != key:
+                if seen is None:
+                    return None
+                size, mtime, stamped_key, _ = seen.split(b" ", 3)
+                if stamped_key != key.encode():
                     return None
                 try:
                     st = os.stat(path)
                 except OSError:
                     return None
-                if seen[0][0] != st.st_size or seen[0][1] != st.st_mtime_ns:
+                if int(size) != st.st_size or int(mtime) != st.st_mtime_ns:
                     return None
             if len(outputs) == 1:  # the common case, without generators
                 rels, paths = (outputs[0][1],), (outputs[0][2],)
@@ -90,9 +93,9 @@ class CleanSet:
                                    tuple(labels) if labels else (), tuple(files) if files else ()))
         return made
 
-    def stamp_outputs(self) -> list[tuple[str, Any, str]]:
-        """(path, [size, mtime_ns], output key) of every clean output, as the last stamp has them."""
-        return [(p, *self._stamp[p]) for t in self.tracks for p in t.paths]  # (its key is the track's: see take)
+    def stamp_lines(self) -> list[bytes]:
+        """The last stamp's lines of every clean output (as found unchanged), for the next stamp."""
+        return [self._stamp[p] for t in self.tracks for p in t.paths]
 
 
 def plan_row(t: CleanTrack) -> dict[str, Any]:

@@ -365,11 +365,12 @@ def _update_stamp(manifest: Manifest, cache: Cache | Snapshot, specs: list[Track
         stamp.remove(manifest.cache_dir, manifest.path)
         return
     outputs: list[Any] = [(p, stamp.recorded_stat(r), r and r.get("out_key")) for p, r in records.items()]
+    lines = []
     if clean:  # outputs the last stamp recorded and this load found unchanged (cleanset.py)
-        outputs += manifest.clean.stamp_outputs()
+        lines = manifest.clean.stamp_lines()
         shared = summary.rows.clean_json() if isinstance(summary.rows, incremental.Rows) else None
         rows: Any = incremental.stamp_rows(clean, planned, summary.outcomes, outcome_row, shared)
     else:
         rows = [outcome_row(incremental.stamp_row(o)) for o in summary.outcomes]
     stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows,
-                os.environ.get("MUSICBUILD_REMOTE_CACHE"))
+                os.environ.get("MUSICBUILD_REMOTE_CACHE"), lines)

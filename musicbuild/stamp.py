@@ -10,10 +10,12 @@ the file it recorded (deleted or edited while it ran). A damaged stamp is derive
 removed with a warning, and the command takes the full path. The shared-cache URL is stored only
 as a hash of it without credentials.
 
-The file starts with a plain-text check section (``musicbuild-stamp 2``, the tool version, the
-cache folder, the shared-cache fingerprint, the manifest's SHA-256, the number of rows, then one
-``size mtime_ns path`` line per file): a no-op reads only that, with neither ``json`` nor ``re``
-nor OpenSSL imported (together a third of a 10,000-track no-op). Then comes one JSON object whose
+The file starts with a plain-text check section (``musicbuild-stamp 2``, its own length, the tool
+version, the cache folder, the shared-cache fingerprint, the manifest's SHA-256, the number of
+rows and of files, the manifest's size and mtime, then one ``size mtime_ns key path`` line per
+file, ``key`` being an output's output key or ``-``): a no-op reads only that, with neither
+``json`` nor ``re`` nor OpenSSL imported (together a third of a 10,000-track no-op), and the
+incremental path (``cleanset.py``) the same lines. Then comes one JSON object whose
 report rows come last, behind a ``rows_at`` offset written first (padded to a fixed width): the
 rows (79 % of the bytes at 100,000 tracks) are checked by CRC-32 and parsed only if someone reads
 them (``-v``, ``--report``). A path with a newline in it gets no stamp (the full path decides).
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 
 STAMP_VERSION = 2  # 2: a check section first; each output also names its output key (``incremental.py``)
 _MAGIC = b"musicbuild-stamp %d\n" % STAMP_VERSION
-_HEADER_LINES = 7  # after the magic: tool, cache_dir, remote fingerprint, manifest SHA-256, rows, files,
+_LENGTH = 13  # the check section's length in bytes: 12 digits and a newline, right after the magic
+_HEADER_LINES = 7  # after those: tool, cache_dir, remote fingerprint, manifest SHA-256, rows, files,
 # and the manifest's "size mtime_ns" (when unchanged, its content is not hashed again)
 _ROWS_AT = b'{"rows_at":'
 _ROWS_KEY = b',"rows":'
@@ -143,12 +146,21 @@ def fresh_count(manifest_file: str, env: Mapping[str, str]) -> int | None:
         return None
     cache_dir, manifest, path = found
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        header, files, _ = _sections(raw)
+        header, files = _read_check(path)
         return int(header[4]) if _fresh(header, files, cache_dir, manifest, env) else None
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _read_check(path: str) -> tuple[list[bytes], list[bytes]]:
+    """The header fields and file lines of a stamp's check section, reading nothing else."""
+    with open(path, "rb") as f:
+        start = f.read(len(_MAGIC) + _LENGTH)
+        if not start.startswith(_MAGIC):
+            raise ValueError("not a stamp of this version")
+        check = start + f.read(int(start[len(_MAGIC):]) - len(start))
+    header, files, _ = _sections(check)
+    return header, files
 
 
 def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
@@ -183,23 +195,27 @@ def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
     return stamp
 
 
-def read_outputs(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> dict[str, list[Any]] | None:
-    """path -> [[size, mtime_ns], output key] of every output the last whole build ended with, if its
-    stamp can still vouch for them though the manifest changed (``cleanset.py``): made by this code,
-    for this cache and shared cache, and the lock is still the file that build wrote. Else None."""
-    path = _stamp_file(str(cache_dir), str(manifest))
+def read_outputs(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> dict[str, bytes] | None:
+    """path -> its check line (``size mtime_ns key path``) of every output the last whole build ended
+    with, if its stamp can still vouch for them though the manifest changed (``cleanset.py``): made
+    by this code, for this cache and shared cache, and the lock is still the file that build wrote.
+    Else None."""
     try:
-        with open(path, "rb") as f:
-            found = _parse(_sections(f.read())[2])
-        lock_file = os.path.join(os.path.dirname(str(manifest)), "musicbuild.lock")
-        if (found.get("v") != STAMP_VERSION or found.get("tool") != __version__
-                or found.get("cache_dir") != str(cache_dir)
-                or found.get("remote_env") != remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE"))):
+        header, files = _read_check(_stamp_file(str(cache_dir), str(manifest)))
+        remote = remote_fingerprint(env.get("MUSICBUILD_REMOTE_CACHE")) or ""
+        if header[0] != __version__.encode() or header[1] != os.fsencode(str(cache_dir)) or header[2] != remote.encode():
             return None
-        if not any(p == lock_file and st is not None and st == _stat(p) for p, st in found["inputs"]):
-            return None
-        return {p: [st, key] for p, st, key in found["outputs"]}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError):
+        lock_file = os.fsencode(os.path.join(os.path.dirname(str(manifest)), "musicbuild.lock"))
+        outputs: dict[str, bytes] = {}
+        lock_ok = False
+        for line in files:
+            size, mtime, key, path = line.split(b" ", 3)
+            if key != b"-":
+                outputs[os.fsdecode(path)] = line
+            elif path == lock_file:
+                lock_ok = _stat(path) == [int(size), int(mtime)]  # type: ignore[arg-type]
+        return outputs if lock_ok else None
+    except (OSError, ValueError, IndexError):
         return None  # no stamp, or one the full path will repair
 
 
@@ -252,16 +268,17 @@ def StampRows(data: bytes, count: int) -> Any:  # noqa: N802 - a class to its ca
 
 
 def _sections(raw: bytes) -> tuple[list[bytes], list[bytes], bytes]:
-    """(the header fields, the file lines, the JSON part) of a stamp; ``ValueError``/``IndexError``
-    if it is not one. (A compact JSON text has no raw newline: it is the last line.)"""
+    """(the header fields, the file lines, the JSON part) of a stamp, or of its check section alone
+    (then the JSON part is empty); ``ValueError``/``IndexError`` if it is not one."""
     if not raw.startswith(_MAGIC):
         raise ValueError("not a stamp of this version")
-    header = raw[len(_MAGIC):].split(b"\n", _HEADER_LINES)
+    length = int(raw[len(_MAGIC):len(_MAGIC) + _LENGTH])
+    header = raw[len(_MAGIC) + _LENGTH:length].split(b"\n", _HEADER_LINES)
     count = int(header[5])
-    lines = header[_HEADER_LINES].split(b"\n", count)
-    if len(lines) != count + 1:
-        raise ValueError("fewer file lines than the stamp says")
-    return header[:_HEADER_LINES], lines[:count], lines[count]
+    lines = header[_HEADER_LINES].split(b"\n")
+    if len(lines) != count + 1 or lines[count]:
+        raise ValueError("not the file lines the stamp says")
+    return header[:_HEADER_LINES], lines[:count], raw[length:]
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -291,7 +308,7 @@ def _fresh(header: list[bytes], files: list[bytes], cache_dir: str, manifest: tu
         return False
     stat = os.stat
     for line in files:
-        size, mtime, path = line.split(b" ", 2)
+        size, mtime, _, path = line.split(b" ", 3)
         try:
             st = stat(path)
         except OSError:
@@ -313,9 +330,10 @@ def as_recorded(path: Path, record: Mapping[str, Any] | None) -> bool:
 
 def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path | str],
           outputs: Iterable[tuple[Path | str, list[int] | None, str | None]], rows: list[dict[str, Any]] | tuple[bytes, int],
-          remote_env: str | None = None) -> None:
+          remote_env: str | None = None, output_lines: Sequence[bytes] = ()) -> None:
     """``outputs``: (path, [size, mtime_ns] the build wrote or saw there, its output key), not stat-ed
     again here, so an output edited at the last moment cannot slip into the stamp as fine.
+    ``output_lines``: more outputs, as the check lines of the last stamp (``read_outputs``).
     ``rows``: the report rows, or (their compact JSON list already encoded, how many)."""
     import json
 
@@ -325,24 +343,26 @@ def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterabl
     doc = {
         "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
         "remote_env": remote_fingerprint(remote_env), "manifest_sha256": manifest_sha256,
-        "inputs": [[p, _stat(p)] for p in sorted({str(p) for p in inputs})],
-        "outputs": [[str(p), st, key] for p, st, key in outputs],
         "rows_count": count, "rows_crc": zlib.crc32(rows_json),
     }
-    if any(st is None for _, st, *_ in doc["inputs"] + doc["outputs"]):  # something vanished: no promise
+    files = [(p, _stat(p), None) for p in sorted({str(p) for p in inputs})] + list(outputs)
+    if any(st is None for _, st, _ in files):  # something vanished: no promise
         remove(cache_dir, manifest)
         return
     body = json.dumps(doc, separators=(",", ":")).encode()  # ASCII: offsets in bytes are offsets in text
     head = b'{"rows_at":%12d,' % 0 + body[1:-1]
     head = b'{"rows_at":%12d,' % len(head) + body[1:-1]  # fixed width: the offset does not move it
-    files = [b"%d %d %s" % (st[0], st[1], os.fsencode(p)) for p, st, *_ in doc["inputs"] + doc["outputs"]]
+    lines = [b"%d %d %s %s" % (st[0], st[1], key.encode() if key else b"-", os.fsencode(str(p)))  # type: ignore[index]
+             for p, st, key in files]
+    lines += output_lines
     header = [__version__.encode(), os.fsencode(str(cache_dir)), (doc["remote_env"] or "").encode(),
-              manifest_sha256.encode(), b"%d" % count, b"%d" % len(files), _manifest_stat(manifest, manifest_sha256)]
-    if any(b"\n" in line for line in header + files):  # a newline in a path: no promise (never seen in practice)
+              manifest_sha256.encode(), b"%d" % count, b"%d" % len(lines), _manifest_stat(manifest, manifest_sha256)]
+    if any(b"\n" in line for line in header + lines):  # a newline in a path: no promise (never seen in practice)
         remove(cache_dir, manifest)
         return
-    check = _MAGIC + b"\n".join(header + files) + b"\n"
-    atomic_write_bytes(stamp_path(cache_dir, manifest), check + head + _ROWS_KEY + rows_json + b"}")
+    check = b"\n".join(header + lines) + b"\n"
+    check = _MAGIC + b"%012d\n" % (len(_MAGIC) + _LENGTH + len(check)) + check
+    atomic_write_bytes(stamp_path(cache_dir, manifest), [check, head, _ROWS_KEY, rows_json, b"}"])
 
 
 def remove(cache_dir: Path, manifest: Path) -> None:

@@ -76,12 +76,11 @@ def _stamp(root: Path) -> dict[str, Any]:
 
     header, files, body = stamp._sections(Path(path).read_bytes())
     doc = json.loads(b"{" + body[body.index(b",") + 1:])
-    doc["files"] = sorted(line.split(b" ", 2)[2].decode() for line in files)
+    # every file with its size and output key (mtimes differ between the two copies)
+    doc["files"] = sorted([f[3].decode(), int(f[0]), f[2].decode()] for f in (line.split(b" ", 3) for line in files))
     doc["header"] = [header[0].decode(), header[2].decode(), header[4].decode(), header[5].decode()]
     for key in ("rows_crc", "manifest_sha256"):
         doc.pop(key)
-    doc["outputs"] = sorted([p, st[0], key] for p, st, key in doc["outputs"])  # sizes; mtimes differ by copy
-    doc["inputs"] = sorted(p for p, _ in doc["inputs"])
     for row in doc["rows"]:
         row["seconds"] = 0.0
     return _norm(doc, root)
