@@ -57,7 +57,7 @@ class CleanSet:
             return None
         try:
             made = self._take(index, rows, keys)
-        except (TypeError, ValueError, IndexError):  # a damaged stamp or memo: the entry is planned
+        except (TypeError, ValueError, IndexError, AttributeError):  # a damaged stamp or memo: the entry is planned
             return None
         if made is not None:
             self.tracks.extend(made)
@@ -75,15 +75,12 @@ class CleanSet:
                 seen = self._stamp.get(path)
                 if seen is None:
                     return None
-                size, mtime, stamped_key, _ = seen.split(b" ", 3)
-                if stamped_key != key.encode():
-                    return None
                 try:
                     st = os.stat(path)
                 except OSError:
                     return None
-                if int(size) != st.st_size or int(mtime) != st.st_mtime_ns:
-                    return None
+                if not seen.startswith(b"%d %d %s " % (st.st_size, st.st_mtime_ns, key.encode())):
+                    return None  # (the line is "size mtime_ns key path")
             if len(outputs) == 1:  # the common case, without generators
                 rels, paths = (outputs[0][1],), (outputs[0][2],)
             else:

@@ -168,19 +168,21 @@ class _FastLoader(_Loader):
         misses = 0
         clean = self._clean_set(cache_dir) if partial else None
         for i, (item_text, item_hash) in enumerate(zip(split.items, hashes)):
-            entry = memo.get(item_hash) if memo is not None else None  # decoded one at a time (memory)
-            if entry is not None and self._valid(entry, context, var_digest):
-                kept = clean.take(i, entry.specs, entry.keys) if clean is not None else None
+            found = memo.get_list(item_hash) if memo is not None else None  # decoded one at a time (memory)
+            entry = None
+            if found is not None and self._valid_parts(found[0], found[1], found[2], found[3], context, var_digest):
+                kept = clean.take(i, found[4], found[5]) if clean is not None else None
                 if kept is not None:  # up to date as the last build left it: no spec, no plan (cleanset.py)
                     valid.add(item_hash)
-                    memo.used.add(item_hash)
-                    nodes += entry.nodes - 1
+                    memo.used.add(item_hash)  # type: ignore[union-attr]
+                    nodes += found[6] - 1
                     for track in kept:
                         if track.id in origins or any(p in outs for p in track.paths):
                             return None
                         origins[track.id] = ("tracks", i)
                         outs.update(track.paths)
                     continue
+                entry = specmemo.Entry.from_json(found)
                 specs = [decoder.spec(row, i) for row in entry.specs]
                 for spec, (gen, out_keys) in zip(specs, entry.keys):
                     self.known[id(spec)] = (spec, gen, tuple(out_keys))
@@ -291,15 +293,26 @@ class _FastLoader(_Loader):
 
     def _valid(self, entry: specmemo.Entry, context: str, var_digest: Any) -> bool:
         """Whether everything ``entry`` was made from is as it was."""
-        if entry.context != context or any(var_digest(n) != d for n, d in entry.vars.items()):
+        return self._valid_parts(entry.context, entry.vars, entry.inputs, entry.dirs, context, var_digest)
+
+    def _valid_parts(self, made_in: str, used_vars: dict[str, str | None], inputs: list[list[Any]],
+                     dirs: list[list[str]], context: str, var_digest: Any) -> bool:
+        if made_in != context:
             return False
-        for rel, resolved, state in entry.inputs:
+        for name, digest in used_vars.items():  # (plain loops: this runs once per entry, 100,000 times)
+            if var_digest(name) != digest:
+                return False
+        for rel, resolved, state in inputs:
             try:
                 if str(self.inputs.resolve(rel)) != resolved or specmemo.file_state(resolved) != state:
                     return False
             except (paths.PathProblem, OSError):
                 return False
-        return all(self._real(lexical) == real for lexical, real in entry.dirs)
+        reals = self._reals
+        for lexical, real in dirs:
+            if (reals.get(lexical) or self._real(lexical)) != real:
+                return False
+        return True
 
     def _real(self, folder: str) -> str:
         """``realdir`` of a folder an entry recorded, as text (once per folder: tracks share them)."""

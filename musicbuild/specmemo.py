@@ -197,12 +197,19 @@ class Entry:
     def to_json(self) -> list[Any]:
         return [self.context, self.vars, self.inputs, self.dirs, self.specs, self.keys, self.nodes]
 
-    @classmethod
-    def from_json(cls, data: list[Any]) -> "Entry":
+    @staticmethod
+    def check(data: Any) -> list[Any]:
+        """``data`` if it has an entry's shape (as ``to_json`` gives), else ``TypeError``/``ValueError``."""
         context, vars_, inputs, dirs, specs, keys, nodes = data
         if not (type(context) is str and type(vars_) is dict and type(specs) is list  # noqa: E721
+                and type(inputs) is list and type(dirs) is list  # noqa: E721
                 and type(keys) is list and len(keys) == len(specs) and type(nodes) is int):  # noqa: E721
             raise TypeError("not a memo entry")
+        return data
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> "Entry":
+        context, vars_, inputs, dirs, specs, keys, nodes = cls.check(data)
         entry = object.__new__(cls)  # (its __init__ is a tenth of a 100,000-entry load)
         entry.__dict__.update(context=context, vars=vars_, inputs=inputs, dirs=dirs, specs=specs, keys=keys,
                               nodes=nodes, made=[])
@@ -238,11 +245,17 @@ class Memo:
     warning: str | None = None
 
     def get(self, item_hash: str) -> Entry | None:
+        found = self.get_list(item_hash)
+        return None if found is None else Entry.from_json(found)
+
+    def get_list(self, item_hash: str) -> list[Any] | None:
+        """The entry as its JSON list (``Entry.to_json``'s shape, checked): what a clean entry needs,
+        without making an ``Entry``."""
         line = self.lines.get(item_hash)
         if line is None:
             return None
         try:
-            return Entry.from_json(_decode(line))
+            return Entry.check(_decode(line))
         except (TypeError, ValueError, RecursionError) as exc:
             self._damaged(exc)
             return None

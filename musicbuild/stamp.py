@@ -211,7 +211,7 @@ def read_outputs(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> dic
         for line in files:
             size, mtime, key, path = line.split(b" ", 3)
             if key != b"-":
-                outputs[os.fsdecode(path)] = line
+                outputs[path.decode("utf-8", "surrogateescape")] = line  # (os.fsdecode, without its checks)
             elif path == lock_file:
                 lock_ok = _stat(path) == [int(size), int(mtime)]  # type: ignore[arg-type]
         return outputs if lock_ok else None
