@@ -47,6 +47,12 @@ class CleanSet:
     def __init__(self, stamp_outputs: Mapping[str, bytes]) -> None:
         self._stamp = stamp_outputs  # path -> its stamp line: b"size mtime_ns output-key path"
         self.tracks: list[CleanTrack] = []
+        self.lines: list[bytes] = []  # the stamp lines of the clean outputs (for the next stamp)
+        self._names: dict[str, str] = {}  # one string object per provider and model name (memory)
+
+    def done(self) -> None:
+        """The load is over: let go of the stamp's other lines."""
+        self._stamp = {}
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -61,6 +67,7 @@ class CleanSet:
             return None
         if made is not None:
             self.tracks.extend(made)
+            self.lines.extend(self._stamp[p] for t in made for p in t.paths)
         return made
 
     def _take(self, index: int, rows: list[list[Any]], keys: list[list[Any]]) -> list[CleanTrack] | None:
@@ -86,13 +93,16 @@ class CleanSet:
             else:
                 rels, paths = tuple(o[1] for o in outputs), tuple(o[2] for o in outputs)
             labels, files = row[_LABELS], row[_FILES]
-            made.append(CleanTrack(index, row[_ID], rels, paths, gen_key, row[_PROVIDER], row[_MODEL],
-                                   tuple(labels) if labels else (), tuple(files) if files else ()))
+            names = self._names
+            provider, model = row[_PROVIDER], row[_MODEL]
+            made.append(CleanTrack(index, row[_ID], rels, paths, gen_key, names.setdefault(provider, provider),
+                                   names.setdefault(model, model), tuple(labels) if labels else (),
+                                   tuple(files) if files else ()))
         return made
 
     def stamp_lines(self) -> list[bytes]:
         """The last stamp's lines of every clean output (as found unchanged), for the next stamp."""
-        return [self._stamp[p] for t in self.tracks for p in t.paths]
+        return self.lines
 
 
 def plan_row(t: CleanTrack) -> dict[str, Any]:

@@ -368,8 +368,7 @@ def _update_stamp(manifest: Manifest, cache: Cache | Snapshot, specs: list[Track
     lines = []
     if clean:  # outputs the last stamp recorded and this load found unchanged (cleanset.py)
         lines = manifest.clean.stamp_lines()
-        shared = summary.rows.clean_json() if isinstance(summary.rows, incremental.Rows) else None
-        rows: Any = incremental.stamp_rows(clean, planned, summary.outcomes, outcome_row, shared)
+        rows: Any = incremental.stamp_rows(clean, planned, summary.outcomes, outcome_row)
     else:
         rows = [outcome_row(incremental.stamp_row(o)) for o in summary.outcomes]
     stamp.write(manifest.cache_dir, manifest.path, manifest.sha256, inputs, outputs, rows,

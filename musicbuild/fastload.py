@@ -146,6 +146,7 @@ class _FastLoader(_Loader):
         if self.diags:
             return None
         defaults = data.get("defaults", {})
+        clean = self._clean_set(cache_dir) if partial else None  # (read before the memo: a lower peak)
         memo = specmemo.read(cache_dir, self.path, self.env)
         context = specmemo.digest([str(self.path), str(output_dir), str(cache_dir), [str(a) for a in self.inputs.allowed],
                                    defaults, {n: vars(p) for n, p in providers.items()}])
@@ -167,7 +168,7 @@ class _FastLoader(_Loader):
         outs: set[str] = set()
         max_tracks = limits.max_tracks(self.env)
         misses = 0
-        clean = self._clean_set(cache_dir) if partial else None
+        clean_ids: set[str] = set()  # (clean tracks need no origin: no message will name them)
         for i, (item_text, item_hash) in enumerate(zip(split.items, hashes)):
             found = memo.get_list(item_hash) if memo is not None else None  # decoded one at a time (memory)
             entry = None
@@ -178,9 +179,9 @@ class _FastLoader(_Loader):
                     memo.used.add(item_hash)  # type: ignore[union-attr]
                     nodes += found[6] - 1
                     for track in kept:
-                        if track.id in origins or any(p in outs for p in track.paths):
+                        if track.id in origins or track.id in clean_ids or any(p in outs for p in track.paths):
                             return None
-                        origins[track.id] = ("tracks", i)
+                        clean_ids.add(track.id)
                         outs.update(track.paths)
                     continue
                 entry = specmemo.Entry.from_json(found)
@@ -193,7 +194,7 @@ class _FastLoader(_Loader):
                 if _many(misses, len(hashes)):  # more changed than the file said: one full load instead
                     return self._load_recording(split, hashes, valid, memo, context, var_digest)
                 entry = self._render(i, item_text, defaults, top_vars, providers, output_dir, context, var_digest,
-                                     max_nodes, max_depth, max_tracks - len(origins))
+                                     max_nodes, max_depth, max_tracks - len(origins) - len(clean_ids))
                 if entry is None:  # a problem, or text that means something else alone: the full loader
                     self.diags = []
                     return self._load_recording(split, hashes, valid, memo, context, var_digest)
@@ -204,15 +205,17 @@ class _FastLoader(_Loader):
                 memo.used.add(item_hash)
             nodes += entry.nodes - 1
             for spec in specs:
-                if spec.id in origins or any(str(o.path) in outs for o in spec.outputs):
+                if spec.id in origins or spec.id in clean_ids or any(str(o.path) in outs for o in spec.outputs):
                     return None  # the full loader says which, and where
                 origins[spec.id] = ("tracks", i)
                 outs.update(str(o.path) for o in spec.outputs)
                 tracks.append(spec)
-            if len(origins) > max_tracks or nodes > max_nodes:
+            if len(origins) + len(clean_ids) > max_tracks or nodes > max_nodes:
                 return None
         if memo is not None:
             memo.done()
+        if clean is not None:
+            clean.done()
         if clean:
             if not self._clean_protected(clean, tracks):
                 return None

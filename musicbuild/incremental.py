@@ -51,7 +51,6 @@ class Rows(Sequence[dict[str, Any]]):
         self.clean, self.planned, self.changed, self._clean_row = clean, planned, changed, clean_row
         self.unchanged = len(clean)
         self._all: list[dict[str, Any]] | None = None
-        self._clean_json: list[str] | None = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._all is not None:
@@ -73,17 +72,10 @@ class Rows(Sequence[dict[str, Any]]):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
 
-    def clean_json(self) -> list[str]:
-        """The clean tracks' report rows as compact JSON, in order; made once (the stamp and the last
-        report both write them: an up-to-date row is the same in both)."""
-        if self._clean_json is None:
-            self._clean_json = [report_row_json(t) for t in self.clean]
-        return self._clean_json
-
     def json_rows(self) -> Iterator[str]:
+        """Each row's compact JSON, in order, made as it is written."""
         encode = json.JSONEncoder(separators=(",", ":")).encode
-        texts = iter(self.clean_json())
-        return _merged(self.clean, self.planned, [encode(r) for r in self.changed], lambda t: next(texts))
+        return _merged(self.clean, self.planned, [encode(r) for r in self.changed], report_row_json)
 
 
 def report_rows(clean: Sequence[CleanTrack], planned: Sequence[PlannedTrack], outcomes: Sequence[Outcome],
@@ -102,14 +94,20 @@ def stamp_row(outcome: Outcome) -> Outcome:
 
 
 def stamp_rows(clean: Sequence[CleanTrack], planned: Sequence[PlannedTrack], outcomes: Sequence[Outcome],
-               outcome_row: Callable[[Outcome], dict[str, Any]], clean_json: list[str] | None = None) -> tuple[bytes, int]:
-    """The next stamp's rows as compact JSON, encoded one row at a time (no list of 100,000 dicts).
-    ``clean_json``: the clean tracks' rows already encoded (``Rows.clean_json``)."""
+               outcome_row: Callable[[Outcome], dict[str, Any]]) -> tuple[list[bytes], int]:
+    """The next stamp's rows as compact JSON pieces (``[``, the rows with their commas, ``]``),
+    encoded one row at a time: no list of 100,000 dicts, no joined copy."""
     encode = json.JSONEncoder(separators=(",", ":")).encode
-    texts = iter(clean_json) if clean_json is not None else None
-    clean_row = (lambda t: next(texts)) if texts is not None else report_row_json  # type: ignore[arg-type]
-    rows = _merged(clean, planned, [encode(outcome_row(stamp_row(o))) for o in outcomes], clean_row)
-    return b"[" + ",".join(rows).encode() + b"]", len(clean) + len(outcomes)
+    rows = _merged(clean, planned, [encode(outcome_row(stamp_row(o))) for o in outcomes], report_row_json)
+    return _pieces(rows), len(clean) + len(outcomes)
+
+
+def _pieces(rows: Iterable[str]) -> list[bytes]:
+    out = [b"["]
+    for n, row in enumerate(rows):
+        out.append(row.encode() if not n else b"," + row.encode())
+    out.append(b"]")
+    return out
 
 
 def all_ids(clean: Sequence[CleanTrack], specs: Iterable[Any]) -> set[str]:

@@ -1,6 +1,7 @@
 """The JSON build report and ``plan --json`` rows (SPEC 6)."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -148,8 +149,11 @@ def write_report(path: Path, document: dict[str, Any], compact: bool = False) ->
     if compact and not isinstance(rows, list) and hasattr(rows, "json_rows"):
         head = json.dumps({**document, "tracks": []}, separators=(",", ":"))
         assert head.endswith('"tracks":[]}')  # the rows are the document's last field
-        text = head[:-2] + ",".join(rows.json_rows()) + "]}"
-    elif not isinstance(rows, list):
+        # written row by row, each redacted (a secret is inside one JSON string, so inside one row)
+        pieces = (redact(("," if n else "") + row).encode() for n, row in enumerate(rows.json_rows()))
+        atomic_write_bytes(path, itertools.chain([redact(head[:-2]).encode()], pieces, [b"]}\n"]))
+        return
+    if not isinstance(rows, list):
         text = json.dumps({**document, "tracks": list(rows)}, separators=(",", ":") if compact else None,
                           indent=None if compact else 2)
     else:

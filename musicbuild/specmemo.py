@@ -243,6 +243,8 @@ class Memo:
     used: set[str] = field(default_factory=set)  # item hashes of the current manifest
     changed: bool = True  # whether ``save`` has anything to write
     warning: str | None = None
+    stale: int = 0  # lines of the file no entry of the manifest uses (``done``)
+    appendable: bool = False  # the file may take the new entries at its end (``save``)
 
     def get(self, item_hash: str) -> Entry | None:
         found = self.get_list(item_hash)
@@ -267,6 +269,9 @@ class Memo:
     def done(self) -> None:
         """The load is over: note whether the file must change, and let go of its lines."""
         self.changed = bool(self.fresh) or set(self.lines) != self.used
+        # lines of the file no entry uses now: of other versions of entries, or written over later
+        self.stale = self.lines.count - sum(1 for key in self.used if key in self.lines) if isinstance(self.lines, _Lines) else 0
+        self.appendable = isinstance(self.lines, _Lines)  # a file of this code, read whole and fine
         self.lines = {}
 
 
@@ -276,14 +281,16 @@ class _Lines(Mapping[str, bytes]):
 
     def __init__(self, raw: bytes, start: int) -> None:
         self._raw = raw
-        self._at: dict[str, tuple[int, int]] = {}
-        end = len(raw)
+        self._at: dict[str, tuple[int, int]] = {}  # (a key written again later: the later line wins)
+        self.count = 0  # entry lines, those written over included
+        end = raw.rfind(b"\n") + 1  # a last line without its newline was torn by a crash: not an entry
         while start < end:
             stop = raw.find(b"\n", start)
             stop = end if stop < 0 else stop
             space = raw.find(b" ", start, stop)
             if space > start:
                 self._at[raw[start:space].decode("ascii", "replace")] = (space + 1, stop)
+                self.count += 1
             start = stop + 1
 
     def __getitem__(self, key: str) -> bytes:
@@ -335,9 +342,14 @@ def read(cache_dir: Path, manifest: Path, env: Mapping[str, str]) -> Memo | None
 
 
 def save(memo: Memo) -> None:
-    """Keep the entries of the manifest as it is now (entries of earlier versions of it go); those
-    unchanged are copied from the file as they are."""
+    """Keep the entries of the manifest as it is now. After a small edit the new entries are added
+    at the end of the file (the cost of the edit, not of the manifest: a later line of the same key
+    wins, a torn last line is ignored); when a third of the file would be lines no entry uses, it
+    is written again whole with only the entries in use, unchanged ones copied as they are."""
     if not memo.changed:
+        return
+    if memo.appendable and memo.fresh and (memo.stale + len(memo.fresh)) * 2 < len(memo.used) and _append(memo):
+        memo.changed = False
         return
     from .cache import atomic_write_bytes
 
@@ -358,6 +370,21 @@ def save(memo: Memo) -> None:
     except OSError:
         pass  # derived state: the next plan renders what it must
     memo.changed = False
+
+
+def _append(memo: Memo) -> bool:
+    lines = [key.encode() + b" " + json.dumps(entry.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+             + b"\n" for key, entry in sorted(memo.fresh.items())]
+    try:
+        with open(memo.path, "ab") as f:
+            if f.tell() == 0:
+                return False  # the file went away meanwhile: write it whole
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        return False
+    return True
 
 
 def roundtrips(rows: list[list[Any]]) -> bool:

@@ -329,21 +329,25 @@ def as_recorded(path: Path, record: Mapping[str, Any] | None) -> bool:
 
 
 def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path | str],
-          outputs: Iterable[tuple[Path | str, list[int] | None, str | None]], rows: list[dict[str, Any]] | tuple[bytes, int],
+          outputs: Iterable[tuple[Path | str, list[int] | None, str | None]],
+          rows: list[dict[str, Any]] | tuple[list[bytes], int],
           remote_env: str | None = None, output_lines: Sequence[bytes] = ()) -> None:
     """``outputs``: (path, [size, mtime_ns] the build wrote or saw there, its output key), not stat-ed
     again here, so an output edited at the last moment cannot slip into the stamp as fine.
     ``output_lines``: more outputs, as the check lines of the last stamp (``read_outputs``).
-    ``rows``: the report rows, or (their compact JSON list already encoded, how many)."""
+    ``rows``: the report rows, or (their compact JSON list already encoded, in pieces; how many)."""
     import json
 
     from .cache import atomic_write_bytes  # not imported by a no-op, which only reads
 
-    rows_json, count = rows if isinstance(rows, tuple) else (json.dumps(rows, separators=(",", ":")).encode(), len(rows))
+    pieces, count = rows if isinstance(rows, tuple) else ([json.dumps(rows, separators=(",", ":")).encode()], len(rows))
+    crc = 0
+    for piece in pieces:
+        crc = zlib.crc32(piece, crc)
     doc = {
         "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
         "remote_env": remote_fingerprint(remote_env), "manifest_sha256": manifest_sha256,
-        "rows_count": count, "rows_crc": zlib.crc32(rows_json),
+        "rows_count": count, "rows_crc": crc,
     }
     files = [(p, _stat(p), None) for p in sorted({str(p) for p in inputs})] + list(outputs)
     if any(st is None for _, st, _ in files):  # something vanished: no promise
@@ -362,7 +366,7 @@ def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterabl
         return
     check = b"\n".join(header + lines) + b"\n"
     check = _MAGIC + b"%012d\n" % (len(_MAGIC) + _LENGTH + len(check)) + check
-    atomic_write_bytes(stamp_path(cache_dir, manifest), [check, head, _ROWS_KEY, rows_json, b"}"])
+    atomic_write_bytes(stamp_path(cache_dir, manifest), [check, head, _ROWS_KEY, *pieces, b"}"])
 
 
 def remove(cache_dir: Path, manifest: Path) -> None:

@@ -305,3 +305,30 @@ def test_the_manifest_is_hashed_only_when_its_stat_moved_or_was_too_fresh_to_tru
     manifest.write_text(manifest.read_text().replace("credits", "credit"))  # another size: seen
     os.utime(manifest, ns=(10**9, 10**9))
     assert stamp.fresh_count(str(manifest), ENV) is None
+
+
+def test_the_memo_takes_an_edit_at_its_end_and_is_rewritten_when_mostly_stale(built: Path, tmp_path: Path) -> None:
+    from musicbuild import specmemo
+
+    root = tmp_path / "p"
+    shutil.copytree(built, root, symlinks=True)
+    shutil.rmtree(root / ".musicbuild" / "memo")
+    manifest = root / "musicbuild.yaml"
+    assert api.build(manifest, env=ENV).ok
+    [memo] = glob.glob(str(root / ".musicbuild" / "memo" / "*.json"))
+    before = Path(memo).read_bytes()
+    EDITS["prompt"][0](root)
+    assert api.build(manifest, env=ENV).ok
+    after = Path(memo).read_bytes()
+    assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 1  # appended, one line
+    Path(memo).write_bytes(after + b"0123abcd [\"torn")  # a crash in the middle of the next append
+    assert _clean_count(root) == TRACKS - 1  # the torn line is no entry; the rest is used as ever
+    assert not api.load(manifest, env=ENV).memo.warning
+    for n in range(ENTRIES):  # many edits: the stale lines pile up, then the file is written whole again
+        text = manifest.read_text()
+        manifest.write_text(text.replace('"ballad', f'"ballad {n}', 1) if n == 0 else
+                            text.replace(f'"ballad {n - 1}', f'"ballad {n}', 1))
+        assert api.build(manifest, env=ENV).ok
+    lines = Path(memo).read_bytes().count(b"\n")
+    assert lines <= ENTRIES * 3 // 2 + 1, lines
+    assert specmemo.read(root / ".musicbuild", manifest.resolve(), ENV).lines  # and it reads back
