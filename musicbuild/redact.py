@@ -23,7 +23,7 @@ import base64
 import functools
 import os
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote, quote_plus, urlsplit
 
 MIN_LENGTH = 6
@@ -82,6 +82,15 @@ def redact(text: str, env: Mapping[str, str] | None = None, extra: Mapping[str, 
     if not pairs or not text:
         return text
     return _redactor(pairs)(text)
+
+
+def redactor(env: Mapping[str, str] | None = None) -> Callable[[str], str]:
+    """``redact`` with the secrets looked up once, for many texts (a report written row by row)."""
+    pairs = secrets(env)
+    if not pairs:
+        return lambda text: text
+    replace = _redactor(pairs)
+    return lambda text: replace(text) if text else text
 
 
 def redact_data(value: Any, env: Mapping[str, str] | None = None) -> Any:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from .cache import atomic_write_bytes
 from .model import Action, BuildSummary, Outcome, PlannedTrack
-from .redact import redact
+from .redact import redact, redactor
 
 REPORT_VERSION = 1
 
@@ -150,8 +150,9 @@ def write_report(path: Path, document: dict[str, Any], compact: bool = False) ->
         head = json.dumps({**document, "tracks": []}, separators=(",", ":"))
         assert head.endswith('"tracks":[]}')  # the rows are the document's last field
         # written row by row, each redacted (a secret is inside one JSON string, so inside one row)
-        pieces = (redact(("," if n else "") + row).encode() for n, row in enumerate(rows.json_rows()))
-        atomic_write_bytes(path, itertools.chain([redact(head[:-2]).encode()], pieces, [b"]}\n"]))
+        hide = redactor()
+        pieces = (hide(("," if n else "") + row).encode() for n, row in enumerate(rows.json_rows()))
+        atomic_write_bytes(path, itertools.chain([hide(head[:-2]).encode()], pieces, [b"]}\n"]))
         return
     if not isinstance(rows, list):
         text = json.dumps({**document, "tracks": list(rows)}, separators=(",", ":") if compact else None,

@@ -332,3 +332,15 @@ def test_the_memo_takes_an_edit_at_its_end_and_is_rewritten_when_mostly_stale(bu
     lines = Path(memo).read_bytes().count(b"\n")
     assert lines <= ENTRIES * 3 // 2 + 1, lines
     assert specmemo.read(root / ".musicbuild", manifest.resolve(), ENV).lines  # and it reads back
+
+
+def test_a_streamed_report_is_redacted(pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    inc, _ = pair
+    secret = "sk-live-0123456789abcdef"
+    monkeypatch.setenv("MB_TEST_API_KEY", secret)
+    text = (inc / "musicbuild.yaml").read_text()
+    (inc / "musicbuild.yaml").write_text(text.replace('"ballad"', f'"ballad {secret}"'))  # a secret in a prompt
+    assert _clean_count(inc) > 0
+    assert api.build(inc / "musicbuild.yaml", env={**ENV, "MB_TEST_API_KEY": secret}).ok
+    report = (inc / ".musicbuild" / "last-report.json").read_text()
+    assert secret not in report and json.loads(report)["summary"]["total"] == TRACKS
