@@ -202,7 +202,10 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
         records = _records(cache, planned)
         every_id = incremental.all_ids(clean, manifest.tracks)
         if blocks is not None:
-            incremental.update_lock(blocks, planned, ok, records, every_id)
+            try:
+                incremental.update_lock(blocks, planned, ok, records, every_id)
+            except lock.LockBlocks.NotWritten:  # not the file render wrote: read whole, written whole
+                _update_lock(lockfile, lock.read_lock(lockfile), every_id, records, options, planned, ok)
         else:
             _update_lock(lockfile, old_lock, every_id, records, options, planned, ok)
         # while uploads are owed, no-op builds must take the full path so they can finish them

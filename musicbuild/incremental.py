@@ -94,20 +94,19 @@ def stamp_row(outcome: Outcome) -> Outcome:
 
 
 def stamp_rows(clean: Sequence[CleanTrack], planned: Sequence[PlannedTrack], outcomes: Sequence[Outcome],
-               outcome_row: Callable[[Outcome], dict[str, Any]]) -> tuple[list[bytes], int]:
+               outcome_row: Callable[[Outcome], dict[str, Any]]) -> tuple[Iterator[bytes], int]:
     """The next stamp's rows as compact JSON pieces (``[``, the rows with their commas, ``]``),
-    encoded one row at a time: no list of 100,000 dicts, no joined copy."""
+    encoded one row at a time as the stamp is written: no list of 100,000 rows in memory."""
     encode = json.JSONEncoder(separators=(",", ":")).encode
     rows = _merged(clean, planned, [encode(outcome_row(stamp_row(o))) for o in outcomes], report_row_json)
     return _pieces(rows), len(clean) + len(outcomes)
 
 
-def _pieces(rows: Iterable[str]) -> list[bytes]:
-    out = [b"["]
+def _pieces(rows: Iterable[str]) -> Iterator[bytes]:
+    yield b"["
     for n, row in enumerate(rows):
-        out.append(row.encode() if not n else b"," + row.encode())
-    out.append(b"]")
-    return out
+        yield row.encode() if not n else b"," + row.encode()
+    yield b"]"
 
 
 def all_ids(clean: Sequence[CleanTrack], specs: Iterable[Any]) -> set[str]:

@@ -177,104 +177,143 @@ def write_lock(path: Path, entries: Iterable[LockEntry], old: Mapping[str, LockE
 
 
 class LockBlocks(Mapping[str, LockEntry]):
-    """A lock exactly as ``render`` writes it, cut into its blocks by their header lines without
-    parsing them: a block is decoded when asked for, and ``write_spliced`` rewrites only the blocks
-    that changed (at 100,000 tracks, reading and rendering the whole lock was seconds and 100s of MB).
-    Only the block headers and ends are checked, not each block's inner layout: the engine uses this
-    only for the file its last build wrote (the stamp recorded its size and mtime); any other lock is
-    read by ``read_lock`` and rendered whole."""
+    """A lock exactly as ``render`` writes it, read as bytes and never parsed whole: a block is found
+    by its header line and decoded when asked for, and ``write_spliced`` rewrites only the blocks that
+    changed, copying the rest in runs (at 100,000 tracks, reading and rendering the whole lock was
+    seconds and hundreds of MB). Only the block headers and ends are checked, not each block's
+    inner layout: the engine uses this only for the file its last build wrote (the stamp recorded
+    its size and mtime); a file not in that form makes ``write_spliced`` raise ``NotWritten`` (the
+    caller then reads it with ``read_lock`` and renders it whole)."""
 
     _HEAD = ('{\n  "note": ' + json.dumps(NOTE, ensure_ascii=False) + f',\n  "version": {LOCK_VERSION},\n  "tracks": {{').encode()
     _TAIL = b"\n  }\n}\n"
+    _EMPTY = _HEAD + b"}\n}\n"
     _BLOCK = re.compile(rb'\n    ("(?:[^"\\\n]|\\.)*"): \{\n')
 
-    def __init__(self, path: Path, raw: bytes, spans: dict[str, tuple[int, int]]) -> None:
-        self.path, self._raw, self._spans = path, raw, spans
+    class NotWritten(ValueError):
+        """The file is not in ``render``'s form: nothing was written."""
+
+    def __init__(self, path: Path, raw: bytes) -> None:
+        self.path, self._raw = path, raw
 
     @classmethod
     def read(cls, path: Path) -> "LockBlocks | None":
-        """The lock's blocks, or None if there is no lock or it is not in ``render``'s exact form
-        (then ``read_lock`` reads it, and says if it is damaged)."""
+        """The lock, or None if there is none or it does not even start and end as ``render`` writes."""
         try:
             raw = path.read_bytes()
         except OSError:
             return None
-        spans = cls._cut(raw)
-        return None if spans is None else cls(path, raw, spans)
+        if raw != cls._EMPTY and not (raw.startswith(cls._HEAD + b"\n") and raw.endswith(cls._TAIL)):
+            return None
+        return cls(path, raw)
 
-    @classmethod
-    def _cut(cls, raw: bytes) -> dict[str, tuple[int, int]] | None:
-        if not raw.startswith(cls._HEAD):
+    def _span(self, track_id: str) -> tuple[int, int] | None:
+        header = b"\n    " + json.dumps(track_id, ensure_ascii=False).encode() + b": {\n"
+        start = self._raw.find(header, len(self._HEAD))
+        if start < 0:
             return None
-        if raw == cls._HEAD + b"}\n}\n":
-            return {}
-        end = len(raw) - len(cls._TAIL)
-        if not raw.endswith(cls._TAIL) or raw[len(cls._HEAD):len(cls._HEAD) + 1] != b"\n":
-            return None
-        # each block's header line: "\n" + 4 spaces + its id (a raw newline is never inside a JSON string)
-        matches = list(cls._BLOCK.finditer(raw, len(cls._HEAD), end))
-        if not matches or matches[0].start() != len(cls._HEAD):
-            return None
-        spans: dict[str, tuple[int, int]] = {}
-        last = None
-        for m, nxt in zip(matches, [*matches[1:], None]):
-            stop = end if nxt is None else nxt.start() - 1
-            if (nxt is not None and raw[stop] != 44) or not raw.endswith(b"\n    }", 0, stop):  # 44: ","
-                return None
-            quoted = m.group(1)
-            try:
-                track_id = json.loads(quoted) if b"\\" in quoted else quoted[1:-1].decode("utf-8")
-            except ValueError:
-                return None
-            if not isinstance(track_id, str) or (last is not None and track_id <= last):
-                return None  # render sorts blocks by id
-            spans[track_id], last = (m.start() + 1, stop), track_id
-        return spans
-
-    def block(self, track_id: str) -> bytes:
-        start, stop = self._spans[track_id]
-        return self._raw[start:stop]
+        stop = self._raw.find(b"\n    }", start + len(header))
+        return (start + 1, stop + len(b"\n    }")) if stop >= 0 else None
 
     def __getitem__(self, track_id: str) -> LockEntry:
-        text = self.block(track_id)
+        span = self._span(track_id)
+        if span is None:
+            raise KeyError(track_id)
         try:
-            data = json.loads(b"{" + text + b"}")
+            data = json.loads(b"{" + self._raw[span[0]:span[1]] + b"}")
             return LockEntry.from_json(track_id, data[track_id])
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise LockDamaged(f"{self.path.name} is damaged ({str(exc)[:200]}); restore it from version control "
                               "or delete it and run `musicbuild build`") from None
 
+    def __contains__(self, track_id: object) -> bool:
+        return isinstance(track_id, str) and self._span(track_id) is not None
+
+    def __bool__(self) -> bool:
+        return self._raw != self._EMPTY
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._spans)
+        return (track_id for track_id, _, _ in self._blocks())
 
     def __len__(self) -> int:
-        return len(self._spans)
+        return sum(1 for _ in self._blocks())
 
-    def __contains__(self, track_id: object) -> bool:
-        return track_id in self._spans
+    def _blocks(self) -> Iterator[tuple[str, int, int]]:
+        """(id, start, stop) of every block in order; ``NotWritten`` if the file is not as render writes."""
+        raw = self._raw
+        if raw == self._EMPTY:
+            return
+        end = len(raw) - len(self._TAIL)
+        last: tuple[str, int] | None = None  # the block whose end is the next header
+        for m in self._BLOCK.finditer(raw, len(self._HEAD), end):  # (a raw newline is never inside a JSON string)
+            if last is None:
+                if m.start() != len(self._HEAD):
+                    raise self.NotWritten("the first block is not where render puts it")
+            else:
+                stop = m.start() - 1
+                if raw[stop] != 44 or not raw.endswith(b"\n    }", 0, stop):  # 44: ","
+                    raise self.NotWritten("blocks are not separated as render separates them")
+                yield last[0], last[1], stop
+            track_id = self._id(m.group(1))
+            if last is not None and track_id <= last[0]:
+                raise self.NotWritten("blocks are not sorted by id")
+            last = (track_id, m.start() + 1)
+        if last is None or not raw.endswith(b"\n    }", 0, end):
+            raise self.NotWritten("the last block does not end as render ends it")
+        yield last[0], last[1], end
+
+    def _id(self, quoted: bytes) -> str:
+        try:
+            track_id = json.loads(quoted) if b"\\" in quoted else quoted[1:-1].decode("utf-8")
+        except ValueError:
+            raise self.NotWritten("a block's id is not a JSON string") from None
+        if not isinstance(track_id, str):
+            raise self.NotWritten("a block's id is not a string")
+        return track_id
 
     def write_spliced(self, fresh: Mapping[str, LockEntry], keep: set[str]) -> bool:
         """Write the lock with ``fresh`` blocks in place of (or beside) the old ones, and without the
         old blocks of tracks not in ``keep``: byte for byte what ``render`` of the same entries
-        gives. Return whether the file changed."""
+        gives. Return whether the file changed; ``NotWritten`` if it is not in render's form."""
         new_blocks = {k: _block(e).encode("utf-8") for k, e in fresh.items()}
-        changed = [k for k, b in new_blocks.items() if k not in self._spans or self.block(k) != b]
-        dropped = [k for k in self._spans if k not in keep and k not in new_blocks]
-        if not changed and not dropped:
-            return False
+        waiting = sorted(new_blocks)  # blocks to place, by id (the few this build changed)
         view = memoryview(self._raw)
-        gone = set(dropped)
-        ids = sorted((set(self._spans) - gone) | set(new_blocks))
-        pieces: list[Any] = [self._HEAD + (b"\n" if ids else b"")]
-        for n, k in enumerate(ids):
-            if n:
-                pieces.append(b",\n")
-            if k in new_blocks:
-                pieces.append(new_blocks[k])
+        items: list[Any] = []  # new blocks (bytes) and runs of old blocks ([start, stop])
+        changed = False
+
+        def old(start: int, stop: int) -> None:
+            if items and isinstance(items[-1], list) and items[-1][1] + 2 == start:
+                items[-1][1] = stop  # the next block of a run: copied with its separator
             else:
-                start, stop = self._spans[k]
-                pieces.append(view[start:stop])
-        pieces.append(self._TAIL if ids else b"}\n}\n")
+                items.append([start, stop])
+
+        n = 0
+        for track_id, start, stop in self._blocks():
+            while n < len(waiting) and waiting[n] < track_id:
+                items.append(new_blocks[waiting[n]])
+                changed, n = True, n + 1
+            if n < len(waiting) and waiting[n] == track_id:
+                n += 1
+                if new_blocks[track_id] != self._raw[start:stop]:
+                    items.append(new_blocks[track_id])
+                    changed = True
+                    continue
+                old(start, stop)
+            elif track_id in keep:
+                old(start, stop)
+            else:
+                changed = True  # a track no longer in the manifest
+        for track_id in waiting[n:]:
+            items.append(new_blocks[track_id])
+            changed = True
+        if not changed:
+            return False
+        pieces: list[Any] = [self._HEAD + (b"\n" if items else b"")]
+        for i, item in enumerate(items):
+            if i:
+                pieces.append(b",\n")
+            pieces.append(item if isinstance(item, bytes) else view[item[0]:item[1]])
+        pieces.append(self._TAIL if items else b"}\n}\n")
         try:
             atomic_write_bytes(self.path, pieces)
         except OSError as exc:

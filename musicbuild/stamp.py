@@ -39,6 +39,7 @@ _HEADER_LINES = 7  # after those: tool, cache_dir, remote fingerprint, manifest 
 # and the manifest's "size mtime_ns" (when unchanged, its content is not hashed again)
 _ROWS_AT = b'{"rows_at":'
 _ROWS_KEY = b',"rows":'
+_CRC_KEY = b',"rows_crc":'
 _CACHE_DIR_LINE = r"^cache_dir:[ \t]*(?:\"([^\"\n]*)\"|'([^'\n]*)'|([^\s#'\"][^#\n]*?))[ \t]*(?:#.*)?$"
 
 
@@ -291,8 +292,10 @@ def _parse(body: bytes) -> dict[str, Any]:
     if body[at:at + len(_ROWS_KEY)] != _ROWS_KEY or not body.endswith(b"}"):
         raise ValueError("rows are not where the stamp says")
     stamp = json.loads(body[:at] + b"}")
-    rows = body[at + len(_ROWS_KEY):-1]
-    if not isinstance(stamp, dict) or zlib.crc32(rows) != stamp["rows_crc"] or not isinstance(stamp["rows_count"], int):
+    end = body.rindex(_CRC_KEY)  # the rows' CRC comes after them (they are written as they are made)
+    rows = body[at + len(_ROWS_KEY):end]
+    if (not isinstance(stamp, dict) or zlib.crc32(rows) != int(body[end + len(_CRC_KEY):-1])
+            or not isinstance(stamp["rows_count"], int)):
         raise ValueError("rows do not match their checksum")
     stamp["rows"] = StampRows(rows, stamp["rows_count"])
     return stamp
@@ -330,24 +333,21 @@ def as_recorded(path: Path, record: Mapping[str, Any] | None) -> bool:
 
 def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterable[Path | str],
           outputs: Iterable[tuple[Path | str, list[int] | None, str | None]],
-          rows: list[dict[str, Any]] | tuple[list[bytes], int],
+          rows: list[dict[str, Any]] | tuple[Iterable[bytes], int],
           remote_env: str | None = None, output_lines: Sequence[bytes] = ()) -> None:
     """``outputs``: (path, [size, mtime_ns] the build wrote or saw there, its output key), not stat-ed
     again here, so an output edited at the last moment cannot slip into the stamp as fine.
     ``output_lines``: more outputs, as the check lines of the last stamp (``read_outputs``).
-    ``rows``: the report rows, or (their compact JSON list already encoded, in pieces; how many)."""
+    ``rows``: the report rows, or (their compact JSON list in encoded pieces, made as written; how many)."""
+    import itertools
     import json
 
     from .cache import atomic_write_bytes  # not imported by a no-op, which only reads
 
     pieces, count = rows if isinstance(rows, tuple) else ([json.dumps(rows, separators=(",", ":")).encode()], len(rows))
-    crc = 0
-    for piece in pieces:
-        crc = zlib.crc32(piece, crc)
     doc = {
         "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
-        "remote_env": remote_fingerprint(remote_env), "manifest_sha256": manifest_sha256,
-        "rows_count": count, "rows_crc": crc,
+        "remote_env": remote_fingerprint(remote_env), "manifest_sha256": manifest_sha256, "rows_count": count,
     }
     files = [(p, _stat(p), None) for p in sorted({str(p) for p in inputs})] + list(outputs)
     if any(st is None for _, st, _ in files):  # something vanished: no promise
@@ -366,7 +366,15 @@ def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterabl
         return
     check = b"\n".join(header + lines) + b"\n"
     check = _MAGIC + b"%012d\n" % (len(_MAGIC) + _LENGTH + len(check)) + check
-    atomic_write_bytes(stamp_path(cache_dir, manifest), [check, head, _ROWS_KEY, *pieces, b"}"])
+
+    def body() -> Iterator[bytes]:  # the rows as they are made, their CRC after them
+        crc = 0
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
+            yield piece
+        yield _CRC_KEY + b"%d}" % crc
+
+    atomic_write_bytes(stamp_path(cache_dir, manifest), itertools.chain([check, head, _ROWS_KEY], body()))
 
 
 def remove(cache_dir: Path, manifest: Path) -> None:

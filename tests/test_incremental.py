@@ -167,7 +167,7 @@ def test_a_lock_not_in_its_written_form_is_read_and_rewritten_whole(pair: tuple[
         EDITS["prompt"][0](root)
         compact = json.dumps(json.loads((root / "musicbuild.lock").read_text()))  # same entries, other layout
         (root / "musicbuild.lock").write_text(compact)
-    assert lock.LockBlocks._cut(compact.encode()) is None
+    assert lock.LockBlocks.read(inc / "musicbuild.lock") is None
     assert _clean_count(inc) == 0  # the stamp no longer vouches: the lock is not the file it recorded
     assert api.build(inc / "musicbuild.yaml", env=ENV).ok and api.build(full / "musicbuild.yaml", env=FULL).ok
     assert (inc / "musicbuild.lock").read_bytes() == (full / "musicbuild.lock").read_bytes()
@@ -218,9 +218,17 @@ def test_lock_blocks_splice_to_what_render_writes(tmp_path: Path) -> None:
     assert blocks.write_spliced(fresh, keep)
     want = {**{k: v for k, v in entries.items() if k in keep}, **fresh}
     assert path.read_text() == lock.render(want.values())
-    for text in ("", "{}", lock.render(want.values()).replace("\n    }", "\n   }"), "not json",
-                 json.dumps(json.loads(lock.render(want.values())))):
-        assert lock.LockBlocks._cut(text.encode()) is None
+    for text in ("", "{}", "not json", json.dumps(json.loads(lock.render(want.values())))):
+        path.write_text(text)
+        assert lock.LockBlocks.read(path) is None  # not render's head and tail: read_lock reads it
+    for text in (lock.render(want.values()).replace("\n    }", "\n   }"),  # a block's end moved
+                 lock.render(want.values()).replace('"t004', '"t999', 1)):  # out of order
+        path.write_text(text)
+        blocks = lock.LockBlocks.read(path)
+        assert blocks is not None
+        with pytest.raises(lock.LockBlocks.NotWritten):
+            blocks.write_spliced({}, set())
+        assert path.read_text() == text  # nothing written
 
 
 @pytest.mark.parametrize("track_id", ["plain", "caf\u00e9 \"quoted\" \\ back\nslash", "\U0001f3b5"])
@@ -344,3 +352,21 @@ def test_a_streamed_report_is_redacted(pair: tuple[Path, Path], monkeypatch: pyt
     assert api.build(inc / "musicbuild.yaml", env={**ENV, "MB_TEST_API_KEY": secret}).ok
     report = (inc / ".musicbuild" / "last-report.json").read_text()
     assert secret not in report and json.loads(report)["summary"]["total"] == TRACKS
+
+
+def test_a_lock_edited_behind_the_stamps_back_is_read_and_rewritten_whole(pair: tuple[Path, Path]) -> None:
+    """Same size and mtime as the stamp recorded, not render's form: the splice declines, the lock
+    is read by read_lock and rendered whole, as the full path does."""
+    inc, full = pair
+    for root in pair:
+        EDITS["prompt"][0](root)
+        path = root / "musicbuild.lock"
+        st = path.stat()
+        text = path.read_text()
+        at = text.index("\n    },")
+        path.write_text(text[:at] + "\n   } ," + text[at + len("\n    },"):])  # same length, JSON still
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _clean_count(inc) > 0  # the stamp still vouches for it
+    assert api.build(inc / "musicbuild.yaml", env=ENV).ok and api.build(full / "musicbuild.yaml", env=FULL).ok
+    assert (inc / "musicbuild.lock").read_bytes() == (full / "musicbuild.lock").read_bytes()
+    assert "\n   } ," not in (inc / "musicbuild.lock").read_text()
