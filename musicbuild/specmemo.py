@@ -281,7 +281,7 @@ class _Lines(Mapping[str, bytes]):
 
     def __init__(self, raw: bytes, start: int) -> None:
         self._raw = raw
-        self._at: dict[str, tuple[int, int]] = {}  # (a key written again later: the later line wins)
+        self._at: dict[str, int] = {}  # where each entry's JSON starts (a key written again: the later line wins)
         self.count = 0  # entry lines, those written over included
         end = raw.rfind(b"\n") + 1  # a last line without its newline was torn by a crash: not an entry
         while start < end:
@@ -289,18 +289,18 @@ class _Lines(Mapping[str, bytes]):
             stop = end if stop < 0 else stop
             space = raw.find(b" ", start, stop)
             if space > start:
-                self._at[raw[start:space].decode("ascii", "replace")] = (space + 1, stop)
+                self._at[raw[start:space].decode("ascii", "replace")] = space + 1  # (no end: 9 MB less at 100,000)
                 self.count += 1
             start = stop + 1
 
     def __getitem__(self, key: str) -> bytes:
-        begin, stop = self._at[key]
-        return self._raw[begin:stop]
+        begin = self._at[key]
+        return self._raw[begin:self._raw.index(b"\n", begin)]
 
     def view(self, key: str) -> memoryview | None:
         """The entry's line without copying it (``save`` writes unchanged lines from here)."""
-        at = self._at.get(key)
-        return None if at is None else memoryview(self._raw)[at[0]:at[1]]
+        begin = self._at.get(key)
+        return None if begin is None else memoryview(self._raw)[begin:self._raw.index(b"\n", begin)]
 
     def __contains__(self, key: object) -> bool:
         return key in self._at
