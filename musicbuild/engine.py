@@ -174,7 +174,8 @@ def build(manifest: Manifest, options: BuildOptions, reporter: Reporter,
                 reporter.track_finished(pt, preset[pt.spec.id])
         executor = Executor(cache, providers, ExecOptions(jobs=options.jobs, keep_going=options.keep_going,
                                                           max_cost=options.max_cost, force=options.force,
-                                                          collect_orphans=not (options.frozen or options.offline)),
+                                                          collect_orphans=not (options.frozen or options.offline),
+                                                          unplanned_keys=frozenset(t.gen_key for t in clean)),
                             reporter, coordination, shared)
         try:
             asyncio.run(executor.run(runnable))

@@ -56,6 +56,9 @@ class ExecOptions:
     max_cost: float | None = None
     force: bool = False
     collect_orphans: bool = True  # collect paid jobs no track of this plan needs any more
+    # generation keys of tracks up to date without a plan (incremental.py): still needed, so a job
+    # of theirs is no orphan (as in a plan of every track)
+    unplanned_keys: frozenset[str] = frozenset()
 
 
 UPLOAD_WAIT = 60.0  # seconds a claimed generation may take to reach the shared cache
@@ -109,7 +112,8 @@ class Executor:
             async with _http_client(self.providers.values()) as client:
                 for provider in self.providers.values():
                     provider.bind(client)
-                leftover = orphans(self.journal, self.providers, planned) if self.options.collect_orphans else []
+                leftover = (orphans(self.journal, self.providers, planned, self.options.unplanned_keys)
+                            if self.options.collect_orphans else [])
                 await asyncio.gather(*(self._track(pt) for pt in planned), *(self._orphan(r) for r in leftover))
         finally:
             await self.coord.close()

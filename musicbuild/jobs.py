@@ -10,7 +10,7 @@ the plan needs any more (``orphans``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .cache import Cache
 from .errors import ProviderError
@@ -197,10 +197,12 @@ def reconcile(journal: Journal, cache: Cache) -> None:
         journal.move(rec, "collected", clips=tuple(record["clips"]), cost_basis=record.get("cost_basis"))
 
 
-def orphans(journal: Journal, providers: Mapping[str, Provider], planned: list[PlannedTrack]) -> list[JobRecord]:
+def orphans(journal: Journal, providers: Mapping[str, Provider], planned: list[PlannedTrack],
+            also_wanted: Iterable[str] = ()) -> list[JobRecord]:
     """Paid jobs (submitted or done) whose track changed or left the manifest, on a provider this
-    manifest still configures with the same type and base URL: they are collected, not forgotten."""
-    wanted = {pt.gen_key for pt in planned}
+    manifest still configures with the same type and base URL: they are collected, not forgotten.
+    ``also_wanted``: keys of tracks in the manifest that were not planned (up to date as rows)."""
+    wanted = {pt.gen_key for pt in planned} | set(also_wanted)
     found = []
     for rec in journal.records():
         provider = providers.get(rec.provider)

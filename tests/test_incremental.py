@@ -372,3 +372,23 @@ def test_a_lock_edited_behind_the_stamps_back_is_read_and_rewritten_whole(pair: 
     assert api.build(inc / "musicbuild.yaml", env=ENV).ok and api.build(full / "musicbuild.yaml", env=FULL).ok
     assert (inc / "musicbuild.lock").read_bytes() == (full / "musicbuild.lock").read_bytes()
     assert "\n   } ," not in (inc / "musicbuild.lock").read_text()
+
+
+def test_a_live_job_of_an_unchanged_track_is_left_as_the_full_path_leaves_it(pair: tuple[Path, Path]) -> None:
+    """A submitted job journaled for an unchanged track's key (e.g. a `--force` killed mid-job) is not
+    an orphan of the partial plan: neither path collects it while the track is up to date."""
+    from musicbuild.journal import Journal
+
+    states = []
+    for root, env in zip(pair, (ENV, FULL)):
+        gen_key = next(r["gen_key"] for r in api.plan(root / "musicbuild.yaml", env=env) if r["id"] == "calm-a")
+        journal = Journal(root / ".musicbuild")
+        rec = journal.begin(gen_key, provider="local", type="local", base_url="", model="synth-v1", track="calm-a",
+                            estimate_usd=0.0)
+        journal.move(journal.move(rec, "sent"), "submitted", job_id="killed-force")
+        journal.close()
+        EDITS["prompt"][0](root)
+        result = api.build(root / "musicbuild.yaml", env=env)
+        assert result.ok and not result.report["collected"]
+        states.append(Journal(root / ".musicbuild").live(gen_key).state)
+    assert states == ["submitted", "submitted"]

@@ -564,3 +564,18 @@ def test_a_job_in_the_0_1_index_journal_is_resumed_not_paid_again(project: Proje
         assert result.code == 0, result.err
         assert rows(report)["a"]["action"] == "resume" and rows(report)["a"]["job_id"] == job_id
         assert gw.creates == 1 and states(project) == ["collected"]
+
+
+def test_a_paid_job_of_a_track_left_unplanned_as_up_to_date_is_no_orphan(tmp_path: Path) -> None:
+    """The incremental path plans only changed tracks; a live job of an unchanged track is not
+    collected as an orphan (a plan of every track would not either: the track is in the manifest)."""
+    from types import SimpleNamespace
+
+    from musicbuild.jobs import orphans
+
+    j = Journal(tmp_path)
+    rec = j.begin("u" * 64, provider="p", type="aigateway", base_url="", model="m", track="t", estimate_usd=1.0)
+    j.move(j.move(rec, "sent"), "submitted", job_id="job-1")
+    providers = {"p": SimpleNamespace(type="aigateway", config=SimpleNamespace(base_url=None))}
+    assert [r.job_id for r in orphans(j, providers, [])] == ["job-1"]  # no track wants it: collected
+    assert orphans(j, providers, [], also_wanted={"u" * 64}) == []  # its track is up to date, unplanned
