@@ -153,8 +153,21 @@ def fresh_count(manifest_file: str, env: Mapping[str, str]) -> int | None:
         return None
 
 
+# The check section a not-fresh ``read_fresh`` just read, for the ``read_outputs`` of the same
+# command (a build that asked for a no-op, then loads incrementally): read once, handed over once.
+_HANDED: list[tuple[tuple[str, int, int, int], list[bytes], list[bytes]]] = []
+
+
+def _identity(path: str, st: os.stat_result) -> tuple[str, int, int, int]:
+    return path, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _read_check(path: str) -> tuple[list[bytes], list[bytes]]:
     """The header fields and file lines of a stamp's check section, reading nothing else."""
+    if _HANDED:
+        identity, header, files = _HANDED.pop()
+        if identity == _identity(path, os.stat(path)):  # the same file, unchanged since
+            return header, files
     with open(path, "rb") as f:
         start = f.read(len(_MAGIC) + _LENGTH)
         if not start.startswith(_MAGIC):
@@ -174,13 +187,16 @@ def read_fresh(manifest_file: Path | str, env: Mapping[str, str],
     cache_dir, manifest, path = found
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
             raw = f.read()
     except OSError:
         return None
     try:
         header, files, body = _sections(raw)
         if not _fresh(header, files, cache_dir, manifest, env):
-            return None  # (its JSON part is read only if fresh: a build is about to write a new stamp)
+            # (its JSON part is read only if fresh); the incremental load reads the same lines next
+            _HANDED[:] = [(_identity(path, st), header, files)]
+            return None
         stamp = _parse(body)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
         if not repair:
@@ -344,6 +360,8 @@ def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterabl
 
     from .cache import atomic_write_bytes  # not imported by a no-op, which only reads
 
+    _HANDED.clear()  # (a section handed over and not taken: this stamp replaces it)
+
     pieces, count = rows if isinstance(rows, tuple) else ([json.dumps(rows, separators=(",", ":")).encode()], len(rows))
     doc = {
         "v": STAMP_VERSION, "tool": __version__, "cache_dir": str(cache_dir),
@@ -378,6 +396,7 @@ def write(cache_dir: Path, manifest: Path, manifest_sha256: str, inputs: Iterabl
 
 
 def remove(cache_dir: Path, manifest: Path) -> None:
+    _HANDED.clear()
     try:
         stamp_path(cache_dir, manifest).unlink(missing_ok=True)
     except OSError:  # e.g. "stamps" is not a folder: there is no stamp to trust either way

@@ -392,3 +392,21 @@ def test_a_live_job_of_an_unchanged_track_is_left_as_the_full_path_leaves_it(pai
         assert result.ok and not result.report["collected"]
         states.append(Journal(root / ".musicbuild").live(gen_key).state)
     assert states == ["submitted", "submitted"]
+
+
+def test_a_build_reads_the_stamps_check_section_once(pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from musicbuild import stamp
+
+    inc, _ = pair
+    EDITS["prompt"][0](inc)
+    opened: list[str] = []
+    real_open = open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith(".json") and "/.musicbuild/stamps/" in str(file):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    assert api.build(inc / "musicbuild.yaml", env=ENV).ok
+    assert len(opened) == 1 and not stamp._HANDED  # read once (for the no-op question), handed over, taken
